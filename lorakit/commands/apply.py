@@ -1,0 +1,56 @@
+"""``lorakit apply``: load a base through a loader, attach LoRAs, and show what each one changes."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from lorakit.commands.options import build_load_options, load_options, lora_option, model_argument
+
+
+@click.command()
+@model_argument
+@lora_option
+@click.option("--interactive", "-i", is_flag=True, help="Open a session: add, remove, weight, list, generate, probe.")
+@click.option("--no-probe", is_flag=True, help="Skip measuring whether each LoRA changes the output.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was attached and measured as JSON on stdout.")
+@load_options
+def apply(model, loras, interactive, no_probe, as_json, loader_name, **kwargs):
+    """Attach LoRAs to MODEL through a loader backend, honouring its capabilities.
+
+    Each adapter is checked against the base before any weight loads (architecture, sizes,
+    vocabulary, module names, tensor shapes). After attaching, lorakit measures on a few probe
+    prompts whether each LoRA changes the model's output and flags one that changes nothing.
+
+    \b
+    Examples:
+      lorakit apply --lora my-lora --lora other:0.5
+      lorakit apply --loader transformers --load-in-8bit --lora my-lora -i
+    """
+    from lorakit import probe
+    from lorakit.console import info, warn
+    from lorakit.session_factory import open_session
+
+    options = build_load_options(kwargs)
+    session, plan = open_session(model, loras, loader_name, options)
+    effects = []
+    if session.loras and not no_probe:
+        effects = probe.measure(session)
+        for effect in effects:
+            (info if effect.changes_output else warn)(effect.describe())
+    if as_json:
+        click.echo(json.dumps({
+            "model": str(plan.model_path),
+            "loader": plan.loader.name,
+            "capabilities": plan.loader.capabilities.to_dict(),
+            "loras": [{"name": lora.name, "path": str(lora.path), "weight": lora.weight} for lora in session.loras],
+            "effects": [effect.to_dict() for effect in effects],
+        }, indent=2))
+    if interactive:
+        from lorakit.interactive import InteractiveSession
+
+        InteractiveSession(session).run()
+    elif not as_json:
+        attached = ", ".join(f"{lora.name}:{lora.weight:g}" for lora in session.loras) or "no LoRA"
+        info(f"Ready: {plan.model_path.name} with {attached} on the '{plan.loader.name}' loader.")

@@ -1,0 +1,159 @@
+"""``lorakit download``: adapters and models from the Hugging Face hub (or a mirror set with HF_ENDPOINT)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import click
+
+from lorakit import home
+from lorakit.errors import LorakitError
+
+
+@click.command()
+@click.argument("repo", metavar="ORG/NAME[:REVISION]")
+@click.option("--revision", help="Branch, tag or commit to fetch (default: main); same as ORG/NAME:REVISION.")
+@click.option("--include", multiple=True, metavar="PATTERN", help="Fetch only files matching this glob (repeatable); turns off the automatic skipping of pickle files.")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="Skip files matching this glob (repeatable).")
+@click.option("--output", type=click.Path(path_type=Path), help="Folder to put the files in (default: $LORAKIT_HOME/loras/ORG_NAME or models/ORG_NAME).")
+@click.option("--token", metavar="TOKEN", help="Hub token for private or gated repositories (prefer HF_TOKEN: command lines are visible to other users).")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="Files downloaded in parallel.")
+@click.option("--check", is_flag=True, help="Re-verify an existing download against its lorakit_download.json and name any changed file.")
+@click.option("--force", is_flag=True, help="Replace an existing folder whose content differs.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was downloaded (paths, sizes, sha256) as JSON on stdout.")
+def download(repo, revision, include, exclude, output, token, threads, check, force, as_json):
+    """Download an adapter or a model from the Hugging Face hub.
+
+    \b
+    An adapter (it has adapter_config.json) lands in $LORAKIT_HOME/loras/ORG_NAME, a model in
+    $LORAKIT_HOME/models/ORG_NAME. Safetensors are preferred over pickle files. Every file is checked
+    against the hub's checksums and listed in lorakit_download.json beside the files.
+
+    \b
+    Environment: HF_TOKEN, HF_ENDPOINT (a mirror), HF_HUB_OFFLINE=1 (use only the HF cache),
+    HF_HOME / HF_HUB_CACHE (where the HF cache is).
+
+    \b
+    Examples:
+      lorakit download tloen/alpaca-lora-7b
+      lorakit download org/model:v2 --include "*.safetensors" --include "*.json"
+      lorakit download tloen/alpaca-lora-7b --check
+    """
+    from lorakit.hub.repo_ref import parse_repo_ref
+
+    ref = parse_repo_ref(repo, revision)
+    if check:
+        _run_check(ref, output, threads, as_json)
+        return
+
+    from lorakit.console import err_console
+    from lorakit.hub.hub_errors import ErrorContext, scrubbed, translate
+    from lorakit.hub.pipeline import DownloadOptions, download_repo
+    from lorakit.hub.settings import hub_runtime, read_settings
+
+    settings = read_settings(token)
+    options = DownloadOptions(tuple(include), tuple(exclude), output, threads, force)
+    context = ErrorContext(ref.repo_id, ref.revision, settings.endpoint, bool(settings.token))
+    try:
+        with hub_runtime(settings):
+            result = download_repo(ref, options, settings, err_console())
+    except LorakitError as error:
+        raise scrubbed(error, settings.secrets) from error
+    except Exception as error:  # library and OS errors become one line, token scrubbed
+        raise scrubbed(translate(error, context), settings.secrets) from error
+    _report(result, as_json)
+
+
+def _display_name(target: Path, base: Path) -> str:
+    """The short name other commands accept when the folder is in its usual place, else the path."""
+    try:
+        if target.resolve().parent == base.resolve():
+            return target.name
+    except OSError:
+        pass
+    return str(target)
+
+
+def next_command(result) -> str:
+    if result.kind != "adapter":
+        return f"lorakit generate {shlex.quote(_display_name(result.target, home.models_dir()))} --prompt 'Hello'"
+    folder = result.adapter_dirs[0] if result.adapter_dirs else result.target
+    lora = _display_name(folder, home.loras_dir()) if folder == result.target else str(folder)
+    base = ""
+    try:
+        base = str(json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
+    except (OSError, ValueError, AttributeError):
+        pass
+    line = f"lorakit generate {shlex.quote(base) + ' ' if base else ''}--lora {shlex.quote(lora)} --prompt 'Hello'"
+    looks_like_repo = base and "/" in base and not base.startswith((".", "/", "~")) and not Path(base).exists()
+    if looks_like_repo and not (home.models_dir() / home.folder_name_for_repo(base)).is_dir():
+        line = f"lorakit download {shlex.quote(base)} && {line}"
+    return line
+
+
+def _report(result, as_json: bool) -> None:
+    from lorakit.console import err_console, warn
+    from lorakit.hub.progress import human_size
+
+    console = err_console()
+    files = result.record.get("files", [])
+    total = sum(f.get("size", 0) for f in files)
+    command = next_command(result)
+    for message in result.warnings:
+        warn(message)
+    if result.status == "up-to-date":
+        console.print(f"{result.ref.display()} is already in {result.target} (commit {result.snapshot.commit[:12]}, {len(files)} files verified)", markup=False)
+    else:
+        console.print(
+            f"Downloaded {result.ref.display()} ({result.kind}, commit {result.snapshot.commit[:12]}): {len(files)} files, "
+            f"{human_size(total)} ({human_size(result.fetched_bytes)} fetched, the rest from the cache) to {result.target}",
+            markup=False,
+        )
+        skipped = result.record.get("skipped", [])
+        if skipped:
+            console.print(f"Skipped {len(skipped)}: " + ", ".join(f"{s['path']} ({s['reason']})" for s in skipped[:6]), markup=False)
+    console.print(f"Next: {command}", markup=False)
+    if as_json:
+        click.echo(json.dumps({
+            "repo_id": result.ref.repo_id,
+            "revision": result.ref.revision,
+            "commit": result.snapshot.commit,
+            "kind": result.kind,
+            "status": result.status,
+            "path": str(result.target.absolute()),
+            "total_size": total,
+            "fetched_bytes": result.fetched_bytes,
+            "files": [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in files],
+            "skipped": result.record.get("skipped", []),
+            "warnings": result.warnings,
+            "next_command": command,
+        }, indent=2))
+
+
+def _run_check(ref, output, threads: int, as_json: bool) -> None:
+    from lorakit.console import err_console
+    from lorakit.hub.pipeline import check_download
+
+    folder, record, checks = check_download(ref, output, threads)
+    bad = [c for c in checks if c.status in ("changed", "missing")]
+    extra = [c for c in checks if c.status == "extra"]
+    if as_json:
+        click.echo(json.dumps({
+            "repo_id": record.get("repo_id"), "commit": record.get("commit"), "path": str(folder.absolute()), "ok": not bad,
+            "files": [{"path": c.path, "status": c.status, "detail": c.detail} for c in checks],
+        }, indent=2))
+    console = err_console()
+    for c in checks:
+        if c.status != "ok":
+            console.print(f"  {c.status:8} {c.path}  {c.detail}", markup=False)
+    if bad:
+        names = ", ".join(f"{c.path} ({c.status})" for c in bad[:5])
+        raise LorakitError(
+            f"{len(bad)} of {len(record['files'])} files in {folder} no longer match the download: {names}",
+            f"run `lorakit download {ref.repo_id}{':' + ref.revision if ref.revision_given else ''}"
+            f"{' --output ' + shlex.quote(str(output)) if output else ''} --force` to fetch them again",
+        )
+    note = f" ({len(extra)} extra files not part of the download)" if extra else ""
+    console.print(f"OK: all {len(record['files'])} files in {folder} match {record.get('repo_id')} at commit {str(record.get('commit'))[:12]}{note}", markup=False)

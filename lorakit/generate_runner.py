@@ -1,0 +1,124 @@
+"""The work behind ``lorakit generate``: prompts in, text (or JSONL) out, LoRAs compared on request."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lorakit.console import err_console, info, stdout_is_terminal, warn
+from lorakit.errors import UsageError
+from lorakit.generation import SamplingSettings, generate
+from lorakit.loader_api import LoadOptions
+from lorakit.prompts import encode, pick_template, render
+
+_PER_LINE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "greedy")
+
+
+@dataclass
+class GenerateJob:
+    model: str | None
+    loras: tuple
+    loader_name: str | None
+    options: LoadOptions
+    settings: SamplingSettings
+    template: str
+    compare: bool
+    as_json: bool
+    stream: bool
+
+
+def read_prompts(source: str) -> list[dict]:
+    """JSONL prompts: an object with ``prompt`` (or ``instruction``), optional ``input``/``system`` and
+    per-line sampling overrides, or a bare JSON string. Errors name the line."""
+    handle = sys.stdin if source == "-" else None
+    try:
+        lines = handle.read().splitlines() if handle else Path(source).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"--input-file '{source}' does not exist") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as error:
+            raise UsageError(f"{source} line {number} is not valid JSON: {error.args[0]}") from None
+        if isinstance(data, str):
+            data = {"prompt": data}
+        if not isinstance(data, dict) or not isinstance(data.get("prompt", data.get("instruction")), str):
+            raise UsageError(f"{source} line {number} has no \"prompt\" string", "write {\"prompt\": \"...\"} per line")
+        data.setdefault("prompt", data.get("instruction"))
+        items.append(data)
+    if not items:
+        raise UsageError(f"--input-file '{source}' has no prompts")
+    return items
+
+
+def _settings_for(item: dict, base: SamplingSettings) -> SamplingSettings:
+    overrides = {key: item[key] for key in _PER_LINE_SETTINGS if key in item}
+    settings = replace(base, **overrides)
+    settings.validate()
+    return settings
+
+
+def _emit_stream(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run_job(job: GenerateJob, items: list[dict]) -> None:
+    from lorakit.session_factory import open_session
+
+    session, plan = open_session(job.model, job.loras, job.loader_name, job.options)
+    trained = [t for t in plan.trained_templates() if t]
+    template = pick_template(job.template, session.tokenizer, trained)
+    for trained_template in set(trained):
+        if trained_template != template:
+            warn(f"a LoRA was trained with the '{trained_template}' prompt format but --template {template} is used; output may be poor")
+    lora_records = [{"name": lora.name, "weight": lora.weight, "path": str(lora.path)} for lora in session.loras]
+
+    for item in items:
+        settings = _settings_for(item, job.settings)
+        if job.compare and settings.seed is None and not settings.greedy:
+            settings = replace(settings, seed=random.randrange(2**31))  # both sides sample with the same RNG
+        text, special = render(template, session.tokenizer, item["prompt"], item.get("input"), item.get("system"))
+        input_ids = encode(session.tokenizer, text, special)
+        record = {"prompt": item["prompt"], "template": template, "loras": lora_records, "seed": settings.seed}
+        if item.get("input"):
+            record["input"] = item["input"]
+        if job.compare:
+            with session.only([]):
+                base = generate(session, input_ids, settings)
+            record["base_output"] = base.text
+        on_text = _emit_stream if job.stream and not job.compare else None
+        result = generate(session, input_ids, settings, on_text=on_text)
+        record.update(output=result.text, new_tokens=result.new_tokens, tokens_per_s=round(result.tokens_per_s, 2), finish_reason=result.finish_reason)
+        if job.as_json:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif job.compare:
+            _show_comparison(record)
+        else:
+            sys.stdout.write("\n")
+        info(f"{result.new_tokens} tokens in {result.seconds:.2f} s ({result.tokens_per_s:.1f} tokens/s), stopped at {result.finish_reason}")
+
+
+def _show_comparison(record: dict) -> None:
+    label = " + ".join(f"{lora['name']}:{lora['weight']:g}" for lora in record["loras"])
+    if stdout_is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_lines=True, expand=True)
+        table.add_column("base")
+        table.add_column(f"with {label}")
+        table.add_row(record["base_output"], record["output"])
+        Console().print(table)
+        return
+    err_console().print("--- base", markup=False)
+    sys.stdout.write(record["base_output"] + "\n")
+    err_console().print(f"--- with {label}", markup=False)
+    sys.stdout.write(record["output"] + "\n")

@@ -1,0 +1,79 @@
+"""The lorakit plugin API.
+
+Every hook is named after what it registers. Hooks that register things receive a ``register``
+callback owned by the host, so plugins never touch the host's registries directly. Implementations
+may accept a subset of a hook's arguments (pluggy passes only the names they ask for).
+
+A test (``tests/core/test_hookspecs_documented.py``) fails when a hook here lacks a docstring that
+names each of its arguments, and when ``docs/plugins.md`` does not list it with its exact signature.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("lorakit")
+
+
+@hookspec
+def register_commands(cli):
+    """Add sub-commands to the root ``lorakit`` click group.
+
+    :param cli: the root :class:`click.Group`; call ``cli.add_command(command)`` or decorate with
+        ``@cli.command()``. Keep heavy imports (torch, transformers) inside the command body so that
+        ``lorakit --help`` stays instant.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@hookspec
+def register_loaders(register):
+    """Register loader backends.
+
+    :param register: call ``register(loader)`` with an instance of :class:`lorakit.loader_api.Loader`
+        for every backend the plugin provides. The loader's ``capabilities`` record is what
+        ``lorakit loaders`` shows and what ``apply``/``generate``/``train``/``merge`` plan around.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@hookspec
+def register_formatters(register):
+    """Register dataset formatters used by ``lorakit train`` and ``lorakit eval``.
+
+    :param register: call ``register(formatter)`` with an object that has a ``name`` (what
+        ``--format NAME`` selects) and the formatter interface of :mod:`lorakit.training.formatters`.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_loader(model_path, options):
+    """Pick the loader backend for a model folder; the first non-``None`` answer wins.
+
+    :param model_path: :class:`pathlib.Path` of the resolved model folder (its ``config.json`` and
+        weight files can be inspected without loading them).
+    :param options: the :class:`lorakit.loader_api.LoadOptions` the user asked for.
+    :return: a registered loader name, or ``None`` to let another plugin decide. The built-in
+        Transformers loader answers last (``trylast``) for any Hugging Face folder.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@hookspec
+def prepare_model(model, loader_name, config):
+    """Adjust a freshly loaded base model before any LoRA is attached; runs for every plugin.
+
+    This is where a monkey patch belongs (for example replacing quantized linear layers).
+
+    :param model: the loaded model object (a ``torch.nn.Module`` for PyTorch-based loaders).
+    :param loader_name: the name of the loader that produced it.
+    :param config: a dict with ``model_path``, ``options`` (the LoadOptions) and ``purpose``
+        (``"inference"`` or ``"train"``).
+
+    .. versionadded:: 0.1.0
+    """

@@ -1,0 +1,122 @@
+"""Where a download lands, what is already there, and putting the verified files in place atomically.
+
+The files are copied from the HF cache into a temporary folder beside the target, the record is written,
+and the folder is renamed into place: the target never holds a partial download, and an existing folder
+is replaced only after the new one is complete. Copies, not hard links: a tool that rewrites a weight
+file in place (``save_pretrained`` into the same folder) would otherwise silently change the cache's copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorakit import home
+from lorakit.atomic import atomic_folder
+from lorakit.errors import LorakitError
+from lorakit.hub.hub_errors import disk_error
+from lorakit.hub.integrity import hash_file, mismatch, read_record, write_record
+from lorakit.hub.listing import RemoteFile, RepoSnapshot
+from lorakit.hub.progress import human_size
+from lorakit.hub.repo_ref import RepoRef
+from lorakit.hub.selection import RECORD_FILE
+
+DISK_MARGIN = 16 * 1024 * 1024  # keep a little room for the record and the file system's own needs
+
+
+def default_target(ref: RepoRef, kind: str) -> Path:
+    return (home.loras_dir() if kind == "adapter" else home.models_dir()) / ref.folder_name()
+
+
+@dataclass(frozen=True)
+class Existing:
+    state: str  # absent | empty | same | different
+    reason: str = ""
+
+
+def inspect_existing(target: Path, snapshot: RepoSnapshot, files: list[RemoteFile]) -> Existing:
+    """Is ``target`` free, already this exact download (every file re-hashed), or something else?"""
+    if not target.exists() and not target.is_symlink():
+        return Existing("absent")
+    if not target.is_dir():
+        return Existing("different", "it is a file, not a folder")
+    if not any(target.iterdir()):
+        return Existing("empty")
+    record = read_record(target)
+    if record is None:
+        return Existing("different", f"it was not made by lorakit download (no {RECORD_FILE})")
+    if record.get("repo_id") != snapshot.repo_id:
+        return Existing("different", f"it holds {record.get('repo_id')}")
+    if record.get("commit") != snapshot.commit:
+        return Existing("different", f"it holds commit {str(record.get('commit'))[:12]}, {snapshot.revision} is {snapshot.commit[:12]}")
+    recorded = {e.get("path") for e in record["files"] if isinstance(e, dict)}
+    wanted = {f.path for f in files}
+    if recorded != wanted:
+        return Existing("different", "it holds another selection of files (--include/--exclude)")
+    on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()} - {RECORD_FILE}
+    if on_disk != wanted:
+        return Existing("different", f"it has files that are not part of the download ({', '.join(sorted(on_disk - wanted)[:3])})")
+    by_path = {e["path"]: e for e in record["files"]}
+    for remote in files:
+        expected = RemoteFile(remote.path, by_path[remote.path].get("size"), by_path[remote.path].get("sha256"))
+        why = mismatch(hash_file(target / remote.path), expected)
+        if why:
+            return Existing("different", f"{remote.path} was changed ({why})")
+    return Existing("same")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def ensure_writable(target: Path) -> None:
+    """Fail before downloading anything if the target's parent cannot be created or written."""
+    parent = target.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.mkdtemp(prefix=f".{target.name}.probe-", dir=parent)
+        os.rmdir(probe)
+    except OSError as error:
+        raise disk_error(error, parent) from error
+
+
+def ensure_disk_space(needs: list[tuple[Path, int]]) -> None:
+    """``needs``: (folder, bytes) pairs; folders on the same device add up."""
+    by_device: dict[int, tuple[Path, int]] = {}
+    for folder, amount in needs:
+        anchor = _existing_ancestor(folder)
+        device = anchor.stat().st_dev
+        seen = by_device.get(device, (anchor, 0))
+        by_device[device] = (seen[0], seen[1] + amount)
+    for anchor, amount in by_device.values():
+        free = shutil.disk_usage(anchor).free
+        if amount and free < amount + DISK_MARGIN:
+            raise LorakitError(
+                f"not enough disk space: the download needs {human_size(amount)} on the device holding {anchor}, {human_size(free)} is free",
+                "free some space, or choose another --output (or HF_HUB_CACHE for the cache)",
+            )
+
+
+def install(target: Path, sources: dict[str, Path], record: dict, replace: bool, validate=None) -> None:
+    """Copy ``sources`` ({path in repo: file}) into a temporary folder, write the record, rename into ``target``."""
+    try:
+        with atomic_folder(target, replace=replace) as staging:
+            for relative, source in sorted(sources.items()):
+                destination = staging / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, destination)
+            write_record(staging, record)
+            if validate is not None:
+                validate(staging)
+    except FileExistsError as error:
+        raise LorakitError(f"{target} appeared while downloading", "run the command again") from error
+    except LorakitError:
+        raise
+    except OSError as error:
+        raise disk_error(error, target) from error

@@ -1,0 +1,72 @@
+"""Collect registered loader backends and choose one for a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from lorakit.capabilities import Capabilities
+from lorakit.errors import CapabilityError, PluginError, UsageError
+from lorakit.loader_api import Loader, LoadOptions
+
+DEFAULT_LOADER = "transformers"
+
+
+def all_loaders(pm=None) -> dict[str, Loader]:
+    from lorakit.cli import plugin_manager
+    from lorakit.plugin_manager import call_each
+
+    pm = pm or plugin_manager()
+    found: dict[str, Loader] = {}
+
+    def register(loader: Loader) -> None:
+        if not getattr(loader, "name", ""):
+            raise PluginError(f"a plugin registered a loader without a name: {loader!r}")
+        found.setdefault(loader.name, loader)
+
+    call_each(pm, "register_loaders", register=register)
+    return dict(sorted(found.items()))
+
+
+def backends_that(test: Callable[[Capabilities], bool], what: str, pm=None) -> str:
+    """A hint naming the installed, available backends whose capabilities pass ``test``."""
+    able = [loader.name for loader in all_loaders(pm).values() if test(loader.capabilities) and loader.availability().ok]
+    if able:
+        return f"loaders that can {what}: {', '.join(able)} (choose one with --loader)"
+    return f"no installed loader can {what}"
+
+
+def choose_loader(model_path: Path, options: LoadOptions, requested: str | None = None, pm=None) -> Loader:
+    from lorakit.cli import plugin_manager
+
+    pm = pm or plugin_manager()
+    loaders = all_loaders(pm)
+    if requested:
+        if requested not in loaders:
+            raise UsageError(f"unknown loader '{requested}'", "installed loaders: " + ", ".join(loaders))
+        loader = loaders[requested]
+    else:
+        name = pm.hook.resolve_loader(model_path=Path(model_path), options=options) or DEFAULT_LOADER
+        if name not in loaders:
+            raise PluginError(f"a plugin chose loader '{name}', which is not registered", "see `lorakit loaders`")
+        loader = loaders[name]
+    available = loader.availability()
+    if not available.ok:
+        raise CapabilityError(f"loader '{loader.name}' cannot run here: {available.reason}", "see `lorakit loaders`")
+    loader.check_options(options)
+    return loader
+
+
+def check_lora_plan(loader: Loader, weights: list[float]) -> None:
+    """Refuse, before any weight is loaded, a LoRA set the backend cannot hold."""
+    caps = loader.capabilities
+    if not caps.accepts(len(weights)):
+        raise CapabilityError(
+            f"loader '{loader.name}' takes {caps.lora_limit_text()} LoRA at a time, {len(weights)} were given",
+            backends_that(lambda c: c.accepts(len(weights)), f"attach {len(weights)} LoRAs at once"),
+        )
+    if any(weight != 1.0 for weight in weights) and not caps.per_lora_weights:
+        raise CapabilityError(
+            f"loader '{loader.name}' cannot scale LoRAs (a :WEIGHT other than 1 was given)",
+            backends_that(lambda c: c.per_lora_weights, "weight LoRAs"),
+        )

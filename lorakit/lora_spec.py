@@ -1,0 +1,58 @@
+"""``--lora NAME[:WEIGHT]``: parse the option and find the adapter folder it names."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorakit import home
+from lorakit.errors import AdapterError, UsageError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WEIGHT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    text: str
+    name: str
+    weight: float = 1.0
+
+
+def parse_lora(text: str) -> LoraSpec:
+    """Split ``NAME[:WEIGHT]``; a name may itself contain ':' (the weight is the last part)."""
+    text = text.strip()
+    if not text:
+        raise UsageError("--lora needs a name or folder")
+    head, sep, tail = text.rpartition(":")
+    if sep and _WEIGHT.match(tail):
+        if not head:
+            raise UsageError(f"--lora '{text}' has a weight but no name")
+        return LoraSpec(text, head, float(tail))
+    if sep and tail and not Path(text).exists() and "/" not in tail and "\\" not in tail:
+        raise UsageError(f"--lora '{text}': '{tail}' is not a number", "write NAME or NAME:WEIGHT, e.g. mylora:0.5")
+    return LoraSpec(text, text, 1.0)
+
+
+def parse_loras(texts) -> list[LoraSpec]:
+    return [parse_lora(text) for text in texts or ()]
+
+
+def resolve_lora_path(name: str) -> Path:
+    """A folder path as given, else a folder under ``$LORAKIT_HOME/loras``."""
+    candidates = [Path(name).expanduser(), home.loras_dir() / name, home.loras_dir() / home.folder_name_for_repo(name)]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+        if candidate.is_file():
+            raise AdapterError(f"LoRA '{name}' is a file, not an adapter folder", "pass the folder that holds adapter_config.json")
+    raise AdapterError(
+        f"LoRA '{name}' not found (looked for the folder '{candidates[0]}' and under {home.loras_dir()})",
+        f"pass an adapter folder, or fetch it with `lorakit download {name}`" if REPO_ID.match(name) else "pass an adapter folder",
+    )
+
+
+def display_name(spec: LoraSpec, path: Path) -> str:
+    """A short unique-ish label: the folder name."""
+    return path.resolve().name or spec.name

@@ -1,0 +1,112 @@
+"""Check a merge: logits of the merged model vs the base with the same LoRAs attached, unmerged.
+
+The reference is lorakit's own Transformers session (PEFT underneath, each LoRA scaled by its
+weight), so "merged" is compared with exactly what ``lorakit generate`` would compute. Both sides
+run in fp32; the two models are loaded one after the other, never together.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from lorakit.errors import LorakitError
+
+# The largest logit difference expected from rounding alone, by output dtype.
+TOLERANCE = {"F32": 1e-3, "F64": 1e-3, "BF16": 0.5, "F16": 0.1}
+
+
+@dataclass
+class Verification:
+    max_abs_logit_diff: float
+    argmax_agreement: float
+    positions: int
+    prompts: int
+    tolerance: float
+    reference: str
+
+    @property
+    def within_tolerance(self) -> bool:
+        return self.max_abs_logit_diff <= self.tolerance
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "within_tolerance": self.within_tolerance}
+
+    def describe(self) -> str:
+        return (
+            f"max |logit difference| {self.max_abs_logit_diff:.3g} over {self.positions} positions of {self.prompts} probe prompts, "
+            f"top token agrees at {self.argmax_agreement:.1%} (reference: {self.reference})"
+        )
+
+
+def _probe_ids(tokenizer) -> list:
+    from lorakit.probe import PROBE_PROMPTS
+
+    return [tokenizer(text, return_tensors="pt")["input_ids"] for text in PROBE_PROMPTS]
+
+
+def _logits(model, encoded, device) -> list:
+    import torch
+
+    with torch.no_grad():
+        return [model(input_ids=ids.to(device)).logits.float().cpu() for ids in encoded]
+
+
+def reference_logits(model_path: Path, loras: list[tuple[Path, float]], device: str, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """Logits of base + unmerged LoRAs through lorakit's Transformers session; also returns the tokenizer."""
+    from lorakit.loader_api import LoadOptions
+    from lorakit.session_factory import open_session
+
+    options = LoadOptions(dtype="fp32", cpu=device == "cpu", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, purpose="merge-verify")
+    texts = [f"{path}:{weight!r}" for path, weight in loras]
+    session, _ = open_session(str(model_path), texts, loader_name="transformers", options=options, quiet=True)
+    try:
+        tokenizer = session.tokenizer
+        encoded = _probe_ids(tokenizer)
+        logits = [session.forward_logits(ids).float().cpu() for ids in encoded]
+    finally:
+        session.close()
+        del session
+        gc.collect()
+    return logits, encoded
+
+
+def compare(reference: list, merged: list, tolerance: float, label: str) -> Verification:
+    import torch
+
+    worst, agree, positions = 0.0, 0, 0
+    for ref, got in zip(reference, merged):
+        if not bool(torch.isfinite(got).all()):
+            raise LorakitError("the merged model produces NaN or Inf logits; nothing was written", "check the adapters and merge weights")
+        worst = max(worst, float((ref - got).abs().max()))
+        agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
+        positions += ref.shape[0] * ref.shape[1]
+    return Verification(worst, agree / max(positions, 1), positions, len(reference), tolerance, label)
+
+
+def verify(
+    model_path: Path, loras: list[tuple[Path, float]], load_merged: Callable[[], object], out_dtype: str, device: str,
+    trust_remote_code: bool = False, allow_pickle: bool = False, reference_label: str = "base + unmerged LoRAs",
+) -> Verification:
+    """``load_merged()`` returns the merged model (fp32); it is called after the reference is freed."""
+    reference, encoded = reference_logits(model_path, loras, device, trust_remote_code, allow_pickle)
+    model = load_merged()
+    try:
+        model.to(device).eval()
+        merged = _logits(model, encoded, device)
+    finally:
+        del model
+        gc.collect()
+    return compare(reference, merged, TOLERANCE.get(out_dtype, 0.5), reference_label)
+
+
+def load_hf_folder(folder: Path, trust_remote_code: bool = False) -> Callable[[], object]:
+    def load():
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=trust_remote_code)
+
+    return load

@@ -1,0 +1,142 @@
+"""Check that an adapter fits a base model before any weight is loaded.
+
+The base's module shapes come from its config on the meta device (no weights read), so a mismatch
+is named in one line ("hidden_size 4096 vs 576") instead of a wall of ``size mismatch`` errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from lorakit.adapters import SIGNATURE_KEYS, AdapterInfo
+from lorakit.errors import AdapterError, ModelNotFound
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.|\.h\.(\d+)\.|\.blocks\.(\d+)\.")
+
+
+def read_model_config(model_path: Path) -> dict:
+    config_path = Path(model_path) / "config.json"
+    if not config_path.is_file():
+        raise ModelNotFound(f"'{model_path}' has no config.json", "pass a Hugging Face model folder or a .gguf file")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as error:
+        raise ModelNotFound(f"{config_path} is not valid JSON: {error}") from error
+    text = config.get("text_config")
+    return {**text, **config} if isinstance(text, dict) else config
+
+
+@lru_cache(maxsize=8)
+def _module_shapes_cached(model_path: str, mtime: float, trust_remote_code: bool) -> dict[str, dict]:
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    shapes: dict[str, dict] = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            continue
+        record = {"weight": list(weight.shape), "kind": type(module).__name__}
+        if isinstance(module, torch.nn.Linear):
+            record["in"], record["out"] = module.in_features, module.out_features
+        elif isinstance(module, torch.nn.Embedding):
+            record["in"], record["out"] = module.num_embeddings, module.embedding_dim
+        elif weight.dim() == 2:  # GPT-2 style Conv1D stores [in, out]
+            record["in"], record["out"] = weight.shape[0], weight.shape[1]
+        shapes[name] = record
+    return shapes
+
+
+def base_module_shapes(model_path: Path, trust_remote_code: bool = False) -> dict[str, dict]:
+    path = Path(model_path)
+    return _module_shapes_cached(str(path.resolve()), (path / "config.json").stat().st_mtime, trust_remote_code)
+
+
+def _dimension_name(value: int, config: dict) -> str:
+    for key in ("hidden_size", "intermediate_size", "vocab_size", "num_attention_heads"):
+        if config.get(key) == value:
+            return f" ({key})"
+    return ""
+
+
+def _strip_to_base(module: str, shapes: dict) -> str | None:
+    """Adapter module paths sometimes carry one more or one fewer wrapper prefix than the base."""
+    if module in shapes:
+        return module
+    for candidate in (f"model.{module}", module.removeprefix("model.")):
+        if candidate in shapes:
+            return candidate
+    return None
+
+
+def check_signature(adapter: AdapterInfo, config: dict) -> None:
+    sig = adapter.base_signature or {}
+    for key in SIGNATURE_KEYS:
+        if key in sig and key in config and sig[key] != config[key]:
+            raise AdapterError(
+                f"adapter '{adapter.path.name}' was made for a base with {key} {sig[key]}, this base has {key} {config[key]}",
+                "use the base model the adapter was trained on",
+            )
+
+
+def check_adapter_fits(adapter: AdapterInfo, model_path: Path, trust_remote_code: bool = False) -> list[str]:
+    """Raise :class:`AdapterError` naming the first difference; return warnings for softer issues."""
+    config = read_model_config(model_path)
+    check_signature(adapter, config)
+    shapes = base_module_shapes(model_path, trust_remote_code)
+    layers = int(config.get("num_hidden_layers", 0) or 0)
+    arch = (config.get("architectures") or [config.get("model_type", "this model")])[0]
+    label = f"adapter '{adapter.path.name}'"
+    warnings: list[str] = []
+
+    for module, parts in sorted(adapter.module_parts().items()):
+        base_name = _strip_to_base(module, shapes)
+        if base_name is None:
+            match = _LAYER.search(f".{module}.")
+            index = next((int(g) for g in match.groups() if g is not None), None) if match else None
+            if index is not None and layers and index >= layers:
+                raise AdapterError(f"{label} has layer {index}, this base has {layers} layers (num_hidden_layers)", "use the base model the adapter was trained on")
+            leaf = module.rsplit(".", 1)[-1]
+            raise AdapterError(
+                f"{label} targets '{leaf}' ({module}), which this base ({arch}) does not have",
+                "the adapter was made for another architecture",
+            )
+        base = shapes[base_name]
+        base_in, base_out = base.get("in"), base.get("out")
+        for part, shape in parts.items():
+            expected = None
+            if part == "lora_A" and len(shape) == 2:
+                expected, got, which = base_in, shape[1], "input size"
+            elif part == "lora_B" and len(shape) == 2:
+                expected, got, which = base_out, shape[0], "output size"
+            elif part == "lora_embedding_A" and len(shape) == 2:
+                expected, got, which = base_in, shape[1], "vocabulary size"
+            elif part == "lora_embedding_B" and len(shape) == 2:
+                expected, got, which = base_out, shape[0], "embedding size"
+            elif part == "weight":
+                if list(shape) != base["weight"]:
+                    dim = next((i for i, (a, b) in enumerate(zip(shape, base["weight"])) if a != b), 0)
+                    raise AdapterError(
+                        f"{label} replaces {module}.weight with shape {list(shape)}, the base has {base['weight']}"
+                        f"{_dimension_name(base['weight'][dim], config)}",
+                        "the adapter was made for another base (vocabulary or size differs)",
+                    )
+                continue
+            if expected is not None and got != expected:
+                raise AdapterError(
+                    f"{label} does not fit this base: {module} {which} is {got} in the adapter and {expected} in the base"
+                    f"{_dimension_name(expected, config)}",
+                    "use the base model the adapter was trained on",
+                )
+    if adapter.config.get("fan_in_fan_out") and not any(rec["kind"] == "Conv1D" for rec in shapes.values()):
+        warnings.append(f"{label} sets fan_in_fan_out, which this base's Linear layers do not use")
+    return warnings
