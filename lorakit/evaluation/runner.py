@@ -111,9 +111,12 @@ class Run:
         for config in self.configs:
             cached = records.cache_get(self.key(config)) if self.request.use_cache else None
             if cached is not None:
-                rows[config.label] = {**cached, "cached": True}
+                # The key holds contents, not paths: show where they are now.
+                rows[config.label] = {**cached, "cached": True, "model": str(self.model_path), "dataset": str(self.dataset.path)}
             else:
                 missing.append(config)
+        if len(missing) < len(self.configs):
+            info(f"{len(self.configs) - len(missing)} of {len(self.configs)} result(s) come from the cache (--no-cache recomputes)")
         if missing:
             for row in self.compute(missing):
                 rows[row["configuration"]] = row
@@ -151,17 +154,10 @@ class Run:
             rows = []
             with _progress() as progress:
                 for config in configs:
-                    task = progress.add_task(config.label, total=len(windows), rate="")
-                    started = time.perf_counter()
-
-                    def advance(done, counted, task=task, started=started, seen=[0]):
-                        seen[0] += counted
-                        rate = seen[0] / max(time.perf_counter() - started, 1e-9)
-                        progress.update(task, advance=done, rate=f"{rate:,.0f} tok/s")
-
+                    meter = _Meter(progress, progress.add_task(config.label, total=len(windows), rate=""))
                     with switcher.activate(config):
-                        nll = scorer.score(windows, advance)
-                    row = self._row(config, nll.nll_sum / nll.tokens, nll.tokens, len(windows), time.perf_counter() - started)
+                        nll = scorer.score(windows, meter.advance)
+                    row = self._row(config, nll.mean_nll, nll.tokens, len(windows), meter.seconds())
                     records.cache_put(self.key(config), row)
                     records.log_append([self._log_record(row)])
                     rows.append(row)
@@ -233,6 +229,22 @@ class Run:
 
 def _lora_record(ref: LoraRef, weight: float, digest: str) -> dict:
     return {"name": ref.typed, "path": str(ref.path), "weight": weight, "hash": digest}
+
+
+class _Meter:
+    """Moves one configuration's bar and shows its scored tokens per second."""
+
+    def __init__(self, progress, task):
+        self.progress, self.task = progress, task
+        self.started = time.perf_counter()
+        self.tokens = 0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def advance(self, windows: int, tokens: int) -> None:
+        self.tokens += tokens
+        self.progress.update(self.task, advance=windows, rate=f"{self.tokens / max(self.seconds(), 1e-9):,.0f} tok/s")
 
 
 def _progress():

@@ -84,7 +84,7 @@ def natural_key(path: Path) -> list:
 
 
 def resolve_dataset(path_text: str, text_field: str | None = None, fmt: str | None = None, add_eos: bool = False) -> DatasetRef:
-    path = Path(path_text).expanduser()
+    path = Path(path_text).expanduser().absolute()
     field_name = text_field or DEFAULT_TEXT_FIELD
     if not path.exists():
         raise UsageError(f"dataset '{path_text}' not found", "pass a .txt file, a folder of .txt files, or a JSON/JSONL file")

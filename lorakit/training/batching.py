@@ -14,10 +14,14 @@ Two layouts:
   example and no ``attention_mask``: transformers (>= 4.54) detects the restarts and builds a
   block-diagonal causal mask, so examples never attend to each other, with zero padding. The first
   label of every example is set to -100, so no token is trained to follow the previous example.
+  Measured on transformers 5.23: the detection only happens when the forward gets no KV cache, and
+  Llama builds one whenever ``use_cache`` is on (also in ``train()`` mode). Without
+  ``use_cache=False`` the packed examples silently attend to each other. So both layouts return
+  ``use_cache: False`` among the model inputs.
 
-Both return ``num_target_tokens``: how many positions contribute to the shifted causal-LM loss.
-Gradient accumulation must divide the summed loss by the target tokens of the whole accumulated
-batch, not average per micro batch.
+Both also return ``num_target_tokens`` (an int, not a model input: pop it before ``model(**batch)``):
+how many positions contribute to the shifted causal-LM loss. Gradient accumulation must divide the
+summed loss by the target tokens of the whole accumulated batch, not average per micro batch.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def collate(examples: Sequence[Any], pad_id: int, pad_to_multiple_of: int | None
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": attention_mask,
+        "use_cache": False,
         "num_target_tokens": count_target_tokens([row_labels for _, row_labels in rows]),
     }
 
@@ -83,5 +88,6 @@ def pack(examples: Sequence[Any]) -> dict:
         "input_ids": torch.tensor([ids_flat], dtype=torch.long),
         "labels": torch.tensor([labels_flat], dtype=torch.long),
         "position_ids": torch.tensor([positions], dtype=torch.long),
+        "use_cache": False,  # required: with a KV cache transformers skips the packed-sequence mask
         "num_target_tokens": count_target_tokens([row_labels for _, row_labels in rows]),
     }

@@ -116,8 +116,11 @@ def test_truncated_rows_are_counted_and_lose_their_eos(tiny_tokenizer, tmp_path)
     assert tiny_tokenizer.decode(long.input_ids) == long.text  # text is what the tokens cover
     assert short.labels[-1] == tiny_tokenizer.eos_token_id
     # a prompt longer than the cutoff leaves nothing to train: skipped, counted, warned
-    examples, stats = load_examples(tiny_tokenizer, DataSpec(dataset=data, format="alpaca", cutoff_len=20, train_only_after=MARKER))
-    assert stats.skipped_untrained == 2 - stats.count and stats.warnings or stats.count == 2
+    rows = [{"instruction": "Say " + "more " * 100, "output": "no"}, {"instruction": "Say little.", "output": "ok"}]
+    data = write_rows(tmp_path / "d.json", rows)
+    examples, stats = load_examples(tiny_tokenizer, DataSpec(dataset=data, format="alpaca", cutoff_len=64, train_only_after=MARKER))
+    assert stats.count == 1 and stats.skipped_untrained == 1 and stats.truncated == 1
+    assert "1 of 2 rows had no trained token left" in stats.warnings[0]
     with pytest.raises(LorakitError, match="no row of .* has a token to train on"):
         load_examples(tiny_tokenizer, DataSpec(dataset=data, format="alpaca", cutoff_len=8, train_only_after=MARKER))
 
@@ -150,7 +153,8 @@ def test_packed_batch_matches_separate_forwards(tiny_model_dir, tiny_tokenizer):
     batch = pack(chosen)
     assert batch["input_ids"].shape[1] == sum(len(e.input_ids) for e in chosen)  # zero padding
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        inputs = {key: value for key, value in batch.items() if key not in ("labels", "num_target_tokens")}
+        packed = model(**inputs).logits[0]
         offset = 0
         for example in chosen:
             alone = model(input_ids=torch.tensor([example.input_ids])).logits[0]

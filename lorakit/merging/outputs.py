@@ -1,0 +1,55 @@
+"""Where a merge writes: refuse an existing output without --force and an unwritable place, before any work.
+
+Files are written under a temporary name beside the target and renamed when complete, so a failed or
+interrupted merge leaves nothing behind and never touches an existing output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from lorakit.errors import LorakitError
+
+
+def check_output(target: Path, force: bool, folder: bool = True) -> Path:
+    """``target`` with ``~`` expanded, after refusing what cannot or must not be written."""
+    target = Path(target).expanduser()
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise LorakitError(f"output '{target}' already exists", "pass --force to replace it, or choose another --output")
+        if target.is_dir() != folder:
+            kind, wanted = ("a folder", "a file") if target.is_dir() else ("a file", "a folder")
+            raise LorakitError(f"output '{target}' is {kind} and this format writes {wanted}; --force will not replace it", "choose another --output")
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise LorakitError(f"cannot write '{target}': '{ancestor}' is a file, not a folder", "choose another --output")
+    try:  # os.access is not enough (read-only mounts, root): try it
+        probe = tempfile.mkdtemp(prefix=".lorakit-write-test-", dir=ancestor)
+        os.rmdir(probe)
+    except OSError as error:
+        raise LorakitError(f"cannot write to '{ancestor}' ({error.strerror or error})", "choose a folder you can write to with --output") from error
+    return target
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path beside ``target``; on success it becomes ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if target.exists() and not replace:
+            raise FileExistsError(target)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
