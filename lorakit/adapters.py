@@ -18,6 +18,7 @@ PROMPT_FORMAT_FILE = "prompt_format.json"
 SIGNATURE_KEYS = ("model_type", "architectures", "hidden_size", "intermediate_size", "vocab_size", "num_hidden_layers")
 
 _PREFIX = "base_model.model."
+_SAVED_BASE = re.compile(r"\.base_layer(?=\.)")
 _PART = re.compile(r"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(\.[^.]+)?(\.weight)?$")
 
 
@@ -49,6 +50,7 @@ class AdapterInfo:
         modules: dict[str, dict[str, list[int]]] = {}
         for key, shape in self.shapes.items():
             name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+            name = _SAVED_BASE.sub("", name)  # PEFT's save_embedding_layers stores "<module>.base_layer.weight"
             match = _PART.search(name)
             if match:
                 module, part = name[: match.start()], match.group(1)

@@ -103,21 +103,27 @@ def gptq_config(bits: int, group_size: int, desc_act: bool, checkpoint_format: s
     }
 
 
-def write_rtn_gptq_checkpoint(source: Path, target: Path, bits: int = 4, group_size: int = 32, act_order: bool = True) -> Path:
-    """Turn a Hugging Face folder into a GPTQ checkpoint with the packer above; returns ``target``."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    state = load_file(str(Path(source) / "model.safetensors"))
-    out: dict[str, torch.Tensor] = {}
+def rtn_quantize_state(state: dict, bits: int = 4, group_size: int = 32, act_order: bool = True) -> tuple[dict, dict]:
+    """``(gptq_state, reference_state)``: the packed checkpoint tensors, and the same model with every
+    quantized weight replaced by what its codes decode to (an unquantized model, the reference)."""
+    packed_state, reference = {}, {}
     for index, (key, tensor) in enumerate(sorted(state.items())):
         module = key.removesuffix(".weight")
         if key.endswith(".weight") and module.rsplit(".", 1)[-1] in QUANT_TARGETS:
             packed = pack_rtn(tensor, bits, group_size, act_order, seed=index)
             for part in ("qweight", "qzeros", "scales", "g_idx"):
-                out[f"{module}.{part}"] = packed[part]
+                packed_state[f"{module}.{part}"] = packed[part]
+            reference[key] = packed["dequantized"]
         else:
-            out[key] = tensor.contiguous()
+            packed_state[key] = reference[key] = tensor.contiguous()
+    return packed_state, reference
+
+
+def write_rtn_gptq_checkpoint(source: Path, target: Path, bits: int = 4, group_size: int = 32, act_order: bool = True) -> Path:
+    """Turn a Hugging Face folder into a GPTQ checkpoint with the packer above; returns ``target``."""
+    from safetensors.torch import load_file, save_file
+
+    out, _ = rtn_quantize_state(load_file(str(Path(source) / "model.safetensors")), bits, group_size, act_order)
     target.mkdir(parents=True, exist_ok=True)
     save_file(out, str(target / "model.safetensors"), metadata={"format": "pt"})
     for item in Path(source).iterdir():
@@ -185,6 +191,18 @@ def gptqmodel_cache_dir(name: str, group_size: int, desc_act: bool) -> Path:
 def tiny_gptq_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny random Llama as a 4-bit GPTQ checkpoint (group size 32, act-order), by the packer."""
     return write_rtn_gptq_checkpoint(tiny_model_dir, tmp_path_factory.mktemp("gptq") / "tiny-llama-gptq")
+
+
+def rtn_reference_model(source: Path, bits: int = 4, group_size: int = 32, act_order: bool = True):
+    """The unquantized fp32 model whose weights are exactly what the RTN checkpoint decodes to."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    _, reference = rtn_quantize_state(load_file(str(Path(source) / "model.safetensors")), bits, group_size, act_order)
+    model.load_state_dict(reference, strict=False)
+    return model.eval()
 
 
 @pytest.fixture(scope="session")

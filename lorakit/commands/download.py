@@ -60,7 +60,8 @@ def download(repo, revision, include, exclude, output, token, threads, check, fo
         with hub_runtime(settings):
             result = download_repo(ref, options, settings, err_console())
     except LorakitError as error:
-        raise scrubbed(error, settings.secrets) from error
+        scrubbed(error, settings.secrets)
+        raise
     except Exception as error:  # library and OS errors become one line, token scrubbed
         raise scrubbed(translate(error, context), settings.secrets) from error
     _report(result, as_json)
@@ -106,9 +107,11 @@ def _report(result, as_json: bool) -> None:
     if result.status == "up-to-date":
         console.print(f"{result.ref.display()} is already in {result.target} (commit {result.snapshot.commit[:12]}, {len(files)} files verified)", markup=False)
     else:
+        cached = total - result.fetched_bytes
+        source = " (all from the HF cache)" if cached == total and total else f" ({human_size(cached)} of it from the HF cache)" if cached else ""
         console.print(
-            f"Downloaded {result.ref.display()} ({result.kind}, commit {result.snapshot.commit[:12]}): {len(files)} files, "
-            f"{human_size(total)} ({human_size(result.fetched_bytes)} fetched, the rest from the cache) to {result.target}",
+            f"Downloaded {result.ref.display()} ({result.kind}, commit {result.snapshot.commit[:12]}): "
+            f"{len(files)} files, {human_size(total)}{source}, checksums verified, to {result.target}",
             markup=False,
         )
         skipped = result.record.get("skipped", [])

@@ -15,6 +15,8 @@ from lorakit.commands.options import build_load_options, load_options, lora_opti
 @click.option("--dataset", metavar="PATH", help="A .txt file, a folder of .txt files, or JSON/JSONL rows.")
 @click.option("--text-field", metavar="NAME", help="Field holding the text in JSON/JSONL rows  [default: text]")
 @click.option("--format", "fmt", metavar="NAME|FILE", help="Score instruction/chat rows like training does: the response tokens only.")
+@click.option("--train-only-after", "score_after", metavar="TEXT",
+              help="With rows: score only what follows TEXT, as `train --train-only-after` trains it  [default: the format's response; \"\" scores whole rows]")
 @click.option("--add-eos", is_flag=True, help="With --format: end each row with the EOS token and score it (as `train --add-eos`).")
 @click.option("--compare", metavar="LIST", help="Configurations to compare, e.g. base,my-lora,my-lora:0.5,a+b:0.3.")
 @click.option("--max-length", type=int, help="Window length in tokens  [default: 1024, or the model's context if smaller]")
@@ -25,13 +27,14 @@ from lorakit.commands.options import build_load_options, load_options, lora_opti
 @click.option("--history", is_flag=True, help="Print the evaluations log and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Write the results (or --history) as JSON on stdout.")
 @load_options
-def eval_command(model, loras, dataset, text_field, fmt, add_eos, compare, max_length, stride, batch_size, comment, no_cache, history, as_json, loader_name, **kwargs):
+def eval_command(model, loras, dataset, text_field, fmt, score_after, add_eos, compare, max_length, stride, batch_size, comment, no_cache, history, as_json, loader_name, **kwargs):
     """Perplexity of MODEL (default: the embedded SmolLM2) with LoRAs, on a text dataset.
 
     The method is the strided one of the transformers documentation: windows of --max-length
     tokens every --stride tokens; each token is scored once, with the context of its window; the
     perplexity is exp of the mean negative log-likelihood over the scored tokens. Files and rows
-    are scored separately. With --format, only response tokens count, as in training.
+    are scored separately. Instruction/chat rows (--format, or rows a format recognises) count
+    their response tokens only, masked by the training code.
 
     --compare scores several configurations on the very same windows and prints one table
     (perplexity, mean NLL, tokens, delta vs base); a name is a --lora entry or an adapter folder.
@@ -73,7 +76,7 @@ def eval_command(model, loras, dataset, text_field, fmt, add_eos, compare, max_l
     from lorakit.evaluation.runner import EvalRequest, run_eval
 
     request = EvalRequest(
-        dataset=dataset, model=model, loras=loras, compare=compare, text_field=text_field, fmt=fmt, add_eos=add_eos,
+        dataset=dataset, model=model, loras=loras, compare=compare, text_field=text_field, fmt=fmt, add_eos=add_eos, score_after=score_after,
         max_length=max_length, stride=stride, batch_size=batch_size, loader_name=loader_name, options=options,
         comment=comment, use_cache=not no_cache,
     )

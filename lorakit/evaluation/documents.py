@@ -2,9 +2,13 @@
 
 Plain text is tokenized the way the transformers documentation does it (``tokenizer(text)``, the
 tokenizer's own special tokens included). Formatted rows go through the training data API
-(:func:`lorakit.training.dataset.load_examples`), so evaluation masks exactly what training
-trains: the prompt is context, the response is scored. Rows are never cut: a long row is scored
-with strided windows like any long text.
+(:func:`lorakit.training.dataset.load_examples`), so evaluation masks tokens with the very code
+training uses. What is scored is the response: chat rows score their assistant turns (as chat
+training trains them); format-file rows score what follows the format's response marker, the
+literal text every template puts just before its last placeholder (``\n\n### Response:\n`` for
+alpaca, ``<|im_start|>assistant\n`` after the user turn for chatml), passed to the training API as
+``train_only_after``. ``--train-only-after TEXT`` overrides the marker; ``--train-only-after ""``
+scores whole rows. Rows are never cut: a long row is scored with strided windows like any text.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorakit.errors import LorakitError
-from lorakit.evaluation.sources import DatasetRef, empty_dataset_error, first_row_lacks_field, read_documents
+from lorakit.evaluation.sources import DatasetRef, empty_dataset_error, first_row_lacks_field, read_documents, read_rows
 
 NO_CUTOFF = 1 << 30  # the training API's cutoff_len: rows are never truncated for evaluation
 
@@ -76,6 +80,27 @@ def _plain(ref: DatasetRef, tokenizer) -> TokenizedDataset:
     return tokenized
 
 
+def response_marker(fmt: str | None, first_row) -> tuple[bool, str | None]:
+    """(is a format file, the literal text all its templates put right before their last placeholder)."""
+    import os
+
+    from lorakit.training.formats import PLACEHOLDER
+    from lorakit.training.formatters import resolve_formatter
+
+    templates = getattr(resolve_formatter(fmt, first_row if isinstance(first_row, dict) else {}), "templates", None)
+    if not templates:
+        return False, None  # not a format file (e.g. chat rows): the formatter already marks the response
+    segments = []
+    for template in templates.values():
+        matches = list(PLACEHOLDER.finditer(template))
+        if not matches:
+            return True, None
+        start = matches[-2].end() if len(matches) > 1 else 0
+        segments.append(template[start : matches[-1].start()][::-1])
+    marker = os.path.commonprefix(segments)[::-1]
+    return True, (marker if marker.strip() else None)
+
+
 def _formatter_name(row: dict) -> str | None:
     from lorakit.training.formatters import resolve_formatter
 
@@ -90,7 +115,16 @@ def _formatted(ref: DatasetRef, tokenizer, fmt: str | None) -> TokenizedDataset:
 
     from lorakit.training.dataset import DataSpec, load_examples
 
-    spec = DataSpec(dataset=ref.path, format=fmt, cutoff_len=NO_CUTOFF, add_eos=ref.add_eos)
+    marker = ref.score_after
+    notes = []
+    if marker is None:
+        rows = read_rows(ref.path)
+        if not rows:
+            raise empty_dataset_error(ref)
+        format_file, marker = response_marker(fmt, rows[0][1])
+        if format_file and marker is None:
+            notes.append("could not find the response marker of this format: whole rows are scored (pass --train-only-after TEXT)")
+    spec = DataSpec(dataset=ref.path, format=fmt, cutoff_len=NO_CUTOFF, add_eos=ref.add_eos, train_only_after=marker or None)
     examples, stats = load_examples(tokenizer, spec)
     documents = [
         TokenDocument(example.source or f"example {number}", torch.tensor(example.input_ids, dtype=torch.long), torch.tensor(example.labels, dtype=torch.long))
@@ -100,5 +134,6 @@ def _formatted(ref: DatasetRef, tokenizer, fmt: str | None) -> TokenizedDataset:
     if not documents:
         raise empty_dataset_error(ref)
     tokenized = TokenizedDataset(documents, f"format:{stats.format_name or fmt or 'auto'}", len(examples) - len(documents))
-    tokenized.notes.extend(stats.warnings)
+    tokenized.notes.extend(notes + list(stats.warnings))
     return tokenized
+

@@ -59,21 +59,27 @@ def print_table(rows: list[dict], console) -> None:
 def print_history(records: list[dict], console, log_file: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"Evaluations logged in {log_file}", title_justify="left")
-    for column, justify in (("date", "left"), ("model", "left"), ("configuration", "left"), ("dataset", "left"),
-                            ("len/stride", "right"), ("perplexity", "right"), ("tokens", "right"), ("comment", "left")):
-        table.add_column(column, justify=justify, overflow="fold")
+    from rich import box
+
+    table = Table(title=f"Evaluations logged in {log_file}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    show_comment = any(record.get("comment") for record in records)
+    columns = [("date", "left", 16), ("model", "left", 8), ("configuration", "left", 13), ("dataset", "left", 10),
+               ("window", "right", 6), ("perplexity", "right", 10), ("tokens", "right", 6)]
+    if show_comment:
+        columns.append(("comment", "left", 8))
+    for column, justify, width in columns:
+        table.add_column(column, justify=justify, min_width=width, overflow="fold")
     for record in records:
-        table.add_row(
-            record.get("date", ""),
+        cells = [
+            record.get("date", "").replace("T", " ")[:16],
             Path(record.get("model", "")).name,
             record.get("configuration", ""),
             Path(record.get("dataset", "")).name,
             f"{record.get('max_length', '')}/{record.get('stride', '')}",
             _number(record.get("perplexity", "")),
             record.get("tokens", ""),
-            record.get("comment", ""),
-        )
+        ]
+        table.add_row(*cells, *([record.get("comment", "")] if show_comment else []))
     console.print(table)
 
 

@@ -37,6 +37,7 @@ class EvalRequest:
     text_field: str | None = None
     fmt: str | None = None
     add_eos: bool = False
+    score_after: str | None = None  # --train-only-after
     max_length: int | None = None
     stride: int | None = None
     batch_size: int | None = None
@@ -86,7 +87,7 @@ class Run:
         self.request = request
         if request.max_length is not None and request.stride is not None:
             check_window_settings(request.max_length, request.stride)
-        self.dataset = resolve_dataset(request.dataset, request.text_field, request.fmt, request.add_eos)
+        self.dataset = resolve_dataset(request.dataset, request.text_field, request.fmt, request.add_eos, request.score_after)
         self.configs, self.refs = build_configs(request.loras, request.compare)
         self.model_path = resolve_model(request.model)
         self.loader = choose_loader(self.model_path, request.options, request.loader_name)

@@ -41,6 +41,7 @@ class DatasetRef:
     text_field_given: bool = False
     format: str | None = None
     add_eos: bool = False
+    score_after: str | None = None  # --train-only-after; None: the format's response part; "": whole rows
 
     def describe(self) -> str:
         if self.kind == "rows":
@@ -56,7 +57,8 @@ class DatasetRef:
         if self.kind == "rows":
             return f"field={self.text_field}"
         if self.kind == "format":
-            return f"format={self.format or 'auto'};add_eos={int(self.add_eos)}"
+            after = "response" if self.score_after is None else repr(self.score_after)
+            return f"format={self.format or 'auto'};after={after};add_eos={int(self.add_eos)}"
         return ""
 
     def fingerprint(self) -> str:
@@ -83,7 +85,7 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-def resolve_dataset(path_text: str, text_field: str | None = None, fmt: str | None = None, add_eos: bool = False) -> DatasetRef:
+def resolve_dataset(path_text: str, text_field: str | None = None, fmt: str | None = None, add_eos: bool = False, score_after: str | None = None) -> DatasetRef:
     path = Path(path_text).expanduser().absolute()
     field_name = text_field or DEFAULT_TEXT_FIELD
     if not path.exists():
@@ -92,16 +94,16 @@ def resolve_dataset(path_text: str, text_field: str | None = None, fmt: str | No
         files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".txt"), key=natural_key)
         if not files:
             raise LorakitError(f"dataset folder {path} has no .txt files", "put the texts to score in .txt files there")
-        if fmt or text_field:
-            raise UsageError("--format and --text-field apply to JSON/JSONL rows, not to a folder of .txt files")
+        if fmt or text_field or score_after is not None:
+            raise UsageError("--format, --text-field and --train-only-after apply to JSON/JSONL rows, not to a folder of .txt files")
         return DatasetRef(path, "folder", files)
     if path.suffix.lower() in ROW_SUFFIXES:
-        if fmt and text_field:
-            raise UsageError("give --format (instruction/chat rows) or --text-field (plain text rows), not both")
-        kind = "format" if fmt else "rows"
-        return DatasetRef(path, kind, [path], field_name, bool(text_field), fmt, add_eos)
-    if fmt or text_field:
-        raise UsageError(f"--format and --text-field apply to JSON/JSONL rows; {path.name} is read as plain text")
+        if text_field and (fmt or score_after is not None):
+            raise UsageError("--text-field scores a field as plain text; --format and --train-only-after apply to instruction/chat rows: give one or the other")
+        kind = "format" if fmt or score_after is not None else "rows"
+        return DatasetRef(path, kind, [path], field_name, bool(text_field), fmt, add_eos, score_after)
+    if fmt or text_field or score_after is not None:
+        raise UsageError(f"--format, --text-field and --train-only-after apply to JSON/JSONL rows; {path.name} is read as plain text")
     return DatasetRef(path, "text", [path])
 
 

@@ -6,9 +6,12 @@ Small modules, each with one job:
 - ``settings``   endpoint, offline mode, cache folder and token, read from the environment at call time
 - ``listing``    the files of a repository at one commit, with the hub's size and hashes (or the cache's, offline)
 - ``selection``  which files to fetch: safetensors over pickle, ``--include`` / ``--exclude``
-- ``transfer``   parallel ``hf_hub_download`` calls into the standard HF cache, with retries and progress
+- ``transfer``   parallel ``hf_hub_download`` calls into the standard HF cache, each file verified
+- ``retry``      transient errors retried with exponential backoff
+- ``progress``   rich bars per file and overall on stderr (fed through ``tqdm_class``)
 - ``integrity``  sha256 / git blob hashes, the ``lorakit_download.json`` record and ``--check``
-- ``install``    put the verified files in place under a temporary name and rename it into the target
+- ``install``    target folder, what is already there, disk space, atomic copy into place
+- ``pipeline``   the steps in order: ``download_repo`` and ``check_download``
 - ``hub_errors`` library errors -> one actionable line, with the token scrubbed out
 
 Nothing here imports torch; huggingface_hub is imported inside functions.

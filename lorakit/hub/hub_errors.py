@@ -78,15 +78,12 @@ def _short(error: BaseException) -> str:
 
 def translate(error: BaseException, ctx: ErrorContext) -> LorakitError:
     """The one line a user needs for a failure while talking to the hub or writing files."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
+
+    # Renamed over huggingface_hub versions (0.x: EntryNotFoundError for both).
+    RemoteEntryNotFoundError = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
+    LocalEntryNotFoundError = getattr(hf_errors, "LocalEntryNotFoundError", FileNotFoundError)
 
     page = f"{ctx.endpoint}/{ctx.repo_id}"
     token_hint = "pass --token or set HF_TOKEN (a token with read access)"
@@ -128,7 +125,7 @@ def disk_error(error: OSError, path: Path | None = None) -> LorakitError:
     if error.errno == errno.ENOSPC:
         return LorakitError(f"no space left on the device holding {where}".rstrip(), "free some space, or choose another --output (or HF_HUB_CACHE)")
     if isinstance(error, PermissionError) or error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return LorakitError(f"cannot write to {where}: permission denied", "choose a folder you can write to with --output")
+        return LorakitError(f"cannot write to {where}: permission denied", "choose a folder you can write to (--output for the files, HF_HUB_CACHE for the cache)")
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
         return LorakitError(f"cannot create a folder at {where}: a file is in the way", "choose another --output")
     if "Consistency check failed" in str(error):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from lorakit import home
 from lorakit.errors import AdapterError, LorakitError
-from lorakit.hub.install import default_target, ensure_disk_space, ensure_writable, inspect_existing, install
-from lorakit.hub.integrity import FileCheck, check_folder, make_record, read_record
-from lorakit.hub.listing import RepoSnapshot, cached_snapshot, fetch_snapshot, record_ref
+from lorakit.hub.install import Existing, default_target, ensure_disk_space, ensure_writable, inspect_existing, install
+from lorakit.hub.integrity import FileCheck, check_folder, is_verifiable, make_record, read_record
+from lorakit.hub.listing import RemoteFile, RepoSnapshot, cached_snapshot, fetch_snapshot, record_ref
 from lorakit.hub.progress import DownloadBoard
 from lorakit.hub.repo_ref import RepoRef
 from lorakit.hub.retry import call_with_retries
@@ -40,9 +40,27 @@ class DownloadResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _list_repo(ref: RepoRef, settings: HubSettings, console) -> RepoSnapshot:
+def _snapshot_from_record(ref: RepoRef, output: Path | None) -> RepoSnapshot | None:
+    """Offline, a finished lorakit download of ``ref`` describes itself even if the HF cache was cleaned."""
+    candidates = [Path(output).expanduser()] if output else [home.loras_dir() / ref.folder_name(), home.models_dir() / ref.folder_name()]
+    for folder in candidates:
+        record = read_record(folder)
+        if record and record.get("repo_id") == ref.repo_id and ref.revision in (record.get("revision"), record.get("commit")):
+            files = [RemoteFile(e["path"], e.get("size"), e.get("sha256")) for e in record["files"]]
+            files += [RemoteFile(s["path"]) for s in record.get("skipped", []) if isinstance(s, dict) and "path" in s]
+            return RepoSnapshot(ref.repo_id, ref.revision, str(record.get("commit")), files, from_cache=True)
+    return None
+
+
+def _list_repo(ref: RepoRef, settings: HubSettings, console, output: Path | None) -> RepoSnapshot:
     if settings.offline:
-        return cached_snapshot(ref, settings)
+        try:
+            return cached_snapshot(ref, settings)
+        except LorakitError:
+            snapshot = _snapshot_from_record(ref, output)
+            if snapshot is None:
+                raise
+            return snapshot
 
     def on_retry(attempt, delay, error):
         console.print(f"listing {ref.repo_id}: {type(error).__name__}; retrying in {delay:.1f}s", markup=False)
@@ -81,15 +99,20 @@ def _validator(selection: Selection, target: Path, warnings: list[str]):
 
 
 def download_repo(ref: RepoRef, options: DownloadOptions, settings: HubSettings, console) -> DownloadResult:
-    snapshot = _list_repo(ref, settings, console)
+    snapshot = _list_repo(ref, settings, console, options.output)
     selection = select_files(snapshot.files, options.include, options.exclude)
     if not selection.files:
         names = ", ".join(sorted(snapshot.paths())[:8]) or "no files"
         raise LorakitError(f"nothing to download from {ref.display()}: no file matches the --include/--exclude patterns", f"the repository has: {names}")
     kind = "adapter" if is_adapter_repo(snapshot.files) else "model"
     target = Path(options.output).expanduser() if options.output else default_target(ref, kind)
-    existing = inspect_existing(target, snapshot, selection.files)
-    if existing.state == "same" and not options.force:
+    if target.exists() and not target.is_dir():
+        raise LorakitError(f"{target} is a file, not a folder", "choose another --output")
+    if options.force and target.is_dir() and any(target.iterdir()):
+        existing = Existing("different", "--force")  # no need to hash what will be replaced
+    else:
+        existing = inspect_existing(target, snapshot, selection.files)
+    if existing.state == "same":
         return DownloadResult(ref, snapshot, kind, target, "up-to-date", read_record(target) or {}, adapter_dirs=[target / d for d in _adapter_folders(selection)])
     if existing.state == "different" and not options.force:
         raise LorakitError(
@@ -123,6 +146,9 @@ def download_repo(ref: RepoRef, options: DownloadOptions, settings: HubSettings,
     )
     validate = _validator(selection, target, warnings) if kind == "adapter" else None
     install(target, {p: f.local for p, f in fetched.items()}, record, replace=existing.state != "absent", validate=validate)
+    unverified = sorted(p for p, f in fetched.items() if not is_verifiable(f.remote))
+    if unverified:
+        warnings.append(f"the hub gave no checksum for {len(unverified)} files ({', '.join(unverified[:3])}): their sha256 is recorded but was not checked")
     if kind == "model" and "config.json" not in {f.path for f in selection.files}:
         warnings.append("no config.json was downloaded: lorakit cannot load this folder as a Hugging Face model")
     fetched_bytes = sum(f.hashes.size for f in fetched.values() if not f.was_cached)

@@ -81,11 +81,10 @@ class DownloadBoard:
         with self._lock:
             self._done[path] = size
             if self._progress is not None:
-                if path in self._tasks:
-                    self._progress.update(self._tasks[path], completed=size, total=size, visible=False)
+                if path in self._tasks:  # finished files leave the bars and become a line above them
+                    self._progress.remove_task(self._tasks.pop(path))
                 self._refresh_overall()
-        if self._progress is None:
-            self.note(f"  {'in cache' if cached else 'fetched '}  {path} ({human_size(size)})")
+        self.note(f"  {'in cache' if cached else 'fetched '}  {path} ({human_size(size)})")
 
     def _refresh_overall(self) -> None:
         self._progress.update(self._overall, completed=sum(self._done.values()))

@@ -80,7 +80,6 @@ def parse_repo_ref(text: str, revision: str | None = None) -> RepoRef:
             if not tail:
                 raise UsageError(f"repository '{raw}' ends with ':' but names no revision", "write ORG/NAME or ORG/NAME:BRANCH")
             inline = tail
-    repo_id = repo_id.rstrip("/")  # a pasted "org/name/" is fine
     why = _why_malformed(repo_id)
     if why:
         raise UsageError(f"'{raw}' is not a valid repository id: {why}", "write ORG/NAME or ORG/NAME:BRANCH, e.g. tloen/alpaca-lora-7b")

@@ -13,6 +13,7 @@ import fnmatch
 import posixpath
 from dataclasses import dataclass, field
 
+from lorakit.errors import LorakitError
 from lorakit.hub.listing import RemoteFile
 
 RECORD_FILE = "lorakit_download.json"  # lorakit's own record; a repository file of that name is not fetched
@@ -72,6 +73,14 @@ def select_files(files: list[RemoteFile], include=(), exclude=()) -> Selection:
             skipped.append((remote.path, "git plumbing"))
         else:
             kept.append(remote)
+    ggufs = [f for f in kept if f.path.lower().endswith(".gguf")]
+    if len(ggufs) > 1:
+        # A GGUF repository usually holds one file per quantization: fetching all of them is rarely wanted.
+        listing = ", ".join(f"{f.path} ({f.size or 0:,} bytes)" for f in ggufs[:8])
+        raise LorakitError(
+            f"the repository has {len(ggufs)} GGUF files, one per quantization: {listing}",
+            "pick one with --include, e.g. --include '*Q4_K_M.gguf' --include '*.json'",
+        )
     return Selection(kept, sorted(skipped))
 
 

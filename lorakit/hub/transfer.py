@@ -91,9 +91,8 @@ def fetch_all(snapshot: RepoSnapshot, files: list[RemoteFile], settings: HubSett
     """Download (or find in the cache) and verify ``files``; the first failure cancels the rest."""
     results: dict[str, Fetched] = {}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="lorakit-download")
-    futures = {pool.submit(_fetch_one, remote, snapshot, settings, board, secrets): remote for remote in files}
     try:
-        pending = set(futures)
+        pending = {pool.submit(_fetch_one, remote, snapshot, settings, board, secrets) for remote in files}
         while pending:
             done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_EXCEPTION)
             for future in done:

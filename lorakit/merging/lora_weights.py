@@ -20,7 +20,9 @@ _LORA_KEY = re.compile(
     r"^(?P<module>.+?)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
     r"(?:\.(?P<adapter>[^.]+))?(?:\.(?P<leaf>weight|bias))?$"
 )
-_SAVED_COPY = re.compile(r"\.modules_to_save\.[^.]+(?=\.)")
+# modules_to_save copies (".modules_to_save.<adapter>") and saved embedding bases (".base_layer", PEFT's
+# save_embedding_layers) are full replacements of the module's own tensor.
+_SAVED_COPY = re.compile(r"\.modules_to_save\.[^.]+(?=\.)|\.base_layer(?=\.)")
 
 
 @dataclass

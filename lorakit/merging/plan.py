@@ -51,13 +51,13 @@ class MergePlan:
 
 def tied_embeddings(model_path: Path, trust_remote_code: bool = False) -> tuple[str, str] | None:
     """``(output_weight, input_weight)`` names when the model ties them, else ``None`` (built on the meta device)."""
-    from accelerate import init_empty_weights
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    with init_empty_weights():
+    with torch.device("meta"):  # accelerate's init_empty_weights would hide the tie
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
     if output is None or inputs is None or output.weight is not inputs.weight:

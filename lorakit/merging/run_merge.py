@@ -132,7 +132,7 @@ def _merge_into_base(request, loras, model_path, config, quant, output) -> dict:
             report.update(_write_hf(request, plan, source, tmp, model_path, out_dtype, dequantizing, device))
         report["peak_rss_merge_mb"] = round(peak_rss_mb(), 1)
         if request.verify:
-            report["verification"] = _verify(request, loras, model_path, config, plan, tmp, device, dequantizing)
+            report["verification"] = _verify(request, loras, model_path, plan, tmp, device, source if dequantizing else None)
         (tmp / MERGE_RECORD).write_text(json.dumps({key: value for key, value in report.items() if key != "output"}, indent=2) + "\n")
     return report
 
@@ -147,19 +147,24 @@ def _write_hf(request, plan, source, tmp, model_path, out_dtype, dequantizing, d
     return {"shards": written.files, "output_mb": round(written.total_bytes / 1e6, 1), "copied_files": copied}
 
 
-def _verify(request, loras, model_path, config, plan, tmp, device, dequantizing) -> dict:
-    from lorakit.merging.verify import load_hf_folder, verify
+def _verify(request, loras, model_path, plan, tmp, device, dequantized_source=None) -> dict:
+    from lorakit.merging.verify import load_hf_folder, model_from_source, verify
 
     info("Verifying: logits of the merged model vs the base with the LoRAs unmerged...")
     if request.fmt == "state_dict":
         from lorakit.merging.run_exports import load_state_dict_model
+        from lorakit.preflight import read_model_config
 
-        load = load_state_dict_model(tmp, model_path, config, plan.untied, request.trust_remote_code)
+        load = load_state_dict_model(tmp, model_path, read_model_config(model_path), plan.untied, request.trust_remote_code)
     else:
         load = load_hf_folder(tmp, request.trust_remote_code)
-    label = "quantized base + unmerged LoRAs (includes the quantization error)" if dequantizing else "base + unmerged LoRAs"
+    load_base = None
+    label = "base + unmerged LoRAs"
+    if dequantized_source is not None:
+        load_base = model_from_source(model_path, dequantized_source, request.trust_remote_code)
+        label = "dequantized base + unmerged LoRAs"
     result = verify(model_path, [(lora.path, lora.weight) for lora in loras], load, _dominant_dtype(plan), device,
-                    request.trust_remote_code, request.allow_pickle, label)
+                    request.trust_remote_code, request.allow_pickle, label, load_base)
     if not result.within_tolerance:
         warn(f"the merged model differs from base + LoRAs more than rounding explains (max {result.max_abs_logit_diff:.3g} > {result.tolerance:g}); "
              "DoRA adapters merged together, or a modules_to_save copy with a weight other than 1, can cause this")

@@ -55,7 +55,7 @@ def _logits(model, encoded, device) -> list:
 
 
 def reference_logits(model_path: Path, loras: list[tuple[Path, float]], device: str, trust_remote_code: bool = False, allow_pickle: bool = False):
-    """Logits of base + unmerged LoRAs through lorakit's Transformers session; also returns the tokenizer."""
+    """Logits of base + unmerged LoRAs through lorakit's Transformers session; also the probe ids."""
     from lorakit.loader_api import LoadOptions
     from lorakit.session_factory import open_session
 
@@ -63,14 +63,43 @@ def reference_logits(model_path: Path, loras: list[tuple[Path, float]], device: 
     texts = [f"{path}:{weight!r}" for path, weight in loras]
     session, _ = open_session(str(model_path), texts, loader_name="transformers", options=options, quiet=True)
     try:
-        tokenizer = session.tokenizer
-        encoded = _probe_ids(tokenizer)
+        encoded = _probe_ids(session.tokenizer)
         logits = [session.forward_logits(ids).float().cpu() for ids in encoded]
+        large = _is_large(session.model)
     finally:
         session.close()
         del session
+    if large:
+        gc.collect()  # free the reference before the merged model loads (about 1 s, worth it only for big models)
+    return logits, encoded
+
+
+def peft_reference_logits(base, tokenizer_path: Path, loras: list[tuple[Path, float]], device: str):
+    """The same reference for a base built in memory (a dequantized one): PEFT adapters, each scaled by its weight."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoTokenizer
+
+    names = [f"lk{index}" for index in range(len(loras))]
+    model = PeftModel.from_pretrained(base.to(device), str(loras[0][0]), adapter_name=names[0], is_trainable=False)
+    for name, (path, _) in zip(names[1:], loras[1:]):
+        model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+    model.base_model.set_adapter(names, inference_mode=True)
+    for layer in model.modules():
+        if isinstance(layer, LoraLayer):
+            for name, (_, weight) in zip(names, loras):
+                layer.set_scale(name, weight)
+    encoded = _probe_ids(AutoTokenizer.from_pretrained(tokenizer_path))
+    logits = _logits(model.eval(), encoded, device)
+    large = _is_large(model)
+    del model, base
+    if large:
         gc.collect()
     return logits, encoded
+
+
+def _is_large(model) -> bool:
+    return model is not None and sum(parameter.numel() for parameter in model.parameters()) > 20_000_000
 
 
 def compare(reference: list, merged: list, tolerance: float, label: str) -> Verification:
@@ -89,17 +118,48 @@ def compare(reference: list, merged: list, tolerance: float, label: str) -> Veri
 def verify(
     model_path: Path, loras: list[tuple[Path, float]], load_merged: Callable[[], object], out_dtype: str, device: str,
     trust_remote_code: bool = False, allow_pickle: bool = False, reference_label: str = "base + unmerged LoRAs",
+    load_base: Callable[[], object] | None = None,
 ) -> Verification:
-    """``load_merged()`` returns the merged model (fp32); it is called after the reference is freed."""
-    reference, encoded = reference_logits(model_path, loras, device, trust_remote_code, allow_pickle)
+    """``load_merged()`` returns the merged model (fp32); it is called after the reference is freed.
+
+    ``load_base()``, when given, builds the reference's base in memory (a dequantized base) instead of
+    loading ``model_path`` through the session.
+    """
+    if load_base is None:
+        reference, encoded = reference_logits(model_path, loras, device, trust_remote_code, allow_pickle)
+    else:
+        reference, encoded = peft_reference_logits(load_base(), model_path, loras, device)
     model = load_merged()
     try:
         model.to(device).eval()
         merged = _logits(model, encoded, device)
+        large = _is_large(model)
     finally:
         del model
+    if large:
         gc.collect()
     return compare(reference, merged, TOLERANCE.get(out_dtype, 0.5), reference_label)
+
+
+def model_from_source(model_path: Path, source, trust_remote_code: bool = False) -> Callable[[], object]:
+    """A loader for an fp32 HF model whose weights come from a tensor source (e.g. a dequantized base)."""
+
+    def load():
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
+        result = model.load_state_dict({name: source.read(name).float() for name in source.names()}, strict=False)
+        tied = getattr(config.get_text_config(), "tie_word_embeddings", False)
+        missing = [key for key in result.missing_keys if not (tied and key.endswith("lm_head.weight"))]
+        if missing or result.unexpected_keys:
+            raise LorakitError(f"the dequantized base does not fit its model: missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]}")
+        return model
+
+    return load
 
 
 def load_hf_folder(folder: Path, trust_remote_code: bool = False) -> Callable[[], object]:

@@ -91,3 +91,15 @@ def read_gptq_settings(model_path: Path) -> GPTQSettings:
         checkpoint_format=checkpoint_format,
         source=source,
     )
+
+
+def refuse_bitsandbytes(loader_name: str, options) -> None:
+    """GPTQ weights are already quantized: a bitsandbytes flag on top of them is a mistake, said plainly."""
+    from lorakit.errors import CapabilityError
+
+    quant = options.quantization()
+    if quant:
+        raise CapabilityError(
+            f"loader '{loader_name}' loads GPTQ checkpoints, which are already quantized; --load-in-{quant} does not apply",
+            "drop the flag (or use --loader transformers with --load-in-8bit/--load-in-4bit on an unquantized model)",
+        )

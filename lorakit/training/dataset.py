@@ -57,6 +57,7 @@ class Example:
     labels: list[int]  # -100 where not trained
     text: str  # the characters the tokens cover
     source: str = ""  # "row 3", "line 7", or "notes.txt block 2"
+    char_span: tuple[int, int] | None = None  # raw text: where ``text`` lies in its block
 
     def to_json(self) -> dict:
         return {"text": self.text, "input_ids": self.input_ids, "labels": self.labels}
@@ -228,6 +229,8 @@ def _row_examples(tokenizer, spec: DataSpec, prefix_ids, eos_id) -> tuple[list[E
             f"{stats.skipped_untrained} of {len(rows)} rows had no trained token left (prompt longer than --cutoff-len "
             f"{spec.cutoff_len}, or nothing after --train-only-after) and were skipped"
         )
+    if eos_id is not None and not spec.add_eos and not any(example.labels[-1] == eos_id for example in examples):
+        stats.warnings.append("no example ends with a trained EOS token, so the LoRA will not learn to stop; consider --add-eos")
     if not examples:
         raise LorakitError(
             f"no row of {spec.dataset} has a token to train on",
@@ -257,5 +260,6 @@ def _raw_examples(tokenizer, spec: DataSpec, prefix_ids, eos_id) -> tuple[list[E
     examples = []
     for chunk in chunks:
         labels = [IGNORE_INDEX] * len(prefix_ids) + chunk.input_ids[len(prefix_ids) :]
-        examples.append(Example(chunk.input_ids, labels, chunk.text, f"{chunk.source} block {chunk.block + 1}"))
+        source = f"{chunk.source} block {chunk.block + 1}"
+        examples.append(Example(chunk.input_ids, labels, chunk.text, source, (chunk.start, chunk.end)))
     return examples, stats

@@ -31,7 +31,7 @@ This module is imported at CLI start-up (by the built-in formatter plugin): no t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,7 +53,6 @@ class Rendered:
 
     text: str
     trained_spans: list[tuple[int, int | None]] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def spans(self) -> list[tuple[int, int]]:
         if self.trained_spans is None:

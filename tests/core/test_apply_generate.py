@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import make_peft_adapter
+from lorakit_testing import make_peft_adapter
 
 
 def test_generate_greedy_json(run_cli, tiny_model_dir, tiny_adapter_dir):

@@ -5,7 +5,7 @@ import json
 import pytest
 from safetensors.torch import save_file
 
-from conftest import build_tiny_model, make_peft_adapter
+from lorakit_testing import build_tiny_model, make_peft_adapter
 
 
 def _one_line_error(code, err, *needles, exit_code=1):

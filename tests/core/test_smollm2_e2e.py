@@ -32,7 +32,7 @@ def test_gguf_path_reuses_the_converted_folder(smollm2_dir, lorakit_home):
 
 
 def test_apply_a_peft_adapter_on_smollm2(smollm2_dir, tmp_path, run_cli):
-    from conftest import make_peft_adapter
+    from lorakit_testing import make_peft_adapter
 
     adapter = make_peft_adapter(smollm2_dir, tmp_path / "smol-lora", r=4, alpha=8, scale=0.05)
     code, out, err = run_cli("apply", str(smollm2_dir), "--lora", f"{adapter}:0.5", "--json")

@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+if str(Path(__file__).parent) not in sys.path:  # the test modules import fake_hub_server (any import mode)
+    sys.path.insert(0, str(Path(__file__).parent))
 
-from hub_server import HubServer, read_folder  # noqa: E402
-
-ADAPTER = "lorakit-test/tiny-lora"
-MODEL = "lorakit-test/tiny-llama"
-PRIVATE = "lorakit-test/private-lora"
-GATED = "lorakit-test/gated-lora"
-EMPTY = "lorakit-test/empty-lora"
+from fake_hub_server import ADAPTER, EMPTY, GATED, MODEL, PRIVATE, HubServer, read_folder  # noqa: E402
 
 
 def _empty_safetensors() -> bytes:

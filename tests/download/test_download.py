@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from conftest import ADAPTER, EMPTY, MODEL
+from fake_hub_server import ADAPTER, EMPTY, GATED, MODEL, PRIVATE
 
 from lorakit import home
 
@@ -219,8 +219,6 @@ def test_repository_and_revision_not_found(hub, run_cli):
 
 
 def test_private_and_gated_need_a_token_that_is_never_shown(hub, run_cli, monkeypatch, tmp_path):
-    from conftest import GATED, PRIVATE
-
     code, out, err = run_cli("download", PRIVATE)
     assert code == 1 and "not found" in err and "HF_TOKEN" in err
     code, out, err = run_cli("download", GATED)
@@ -231,6 +229,7 @@ def test_private_and_gated_need_a_token_that_is_never_shown(hub, run_cli, monkey
     assert code == 1 and "not been granted access" in err
     assert wrong not in out + err
 
+    hub.requests.clear()
     code, out, err = run_cli("download", PRIVATE, "--token", hub.token, "--json")
     assert code == 0, err
     target = home.loras_dir() / "lorakit-test_private-lora"
@@ -252,17 +251,20 @@ def test_unwritable_output_fails_before_downloading(hub, run_cli, tmp_path):
     assert not resolve_gets(hub) and blocker.read_text() == "x"
 
 
-def test_unreadable_permissions_output(hub, run_cli, tmp_path):
+def test_permission_denied_output_fails_before_downloading(hub, run_cli, tmp_path, monkeypatch):
     import os
 
-    import pytest
-
-    if os.geteuid() == 0:
-        pytest.skip("root ignores folder permissions")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:  # root ignores folder permissions: make the probe fail as it would for a user
+        import tempfile
+
+        def refuse(*args, dir=None, **kwargs):
+            raise PermissionError(13, "Permission denied", str(dir))
+
+        monkeypatch.setattr(tempfile, "mkdtemp", refuse)
     code, _, err = run_cli("download", ADAPTER, "--output", str(locked / "lora"))
-    assert code == 1 and "permission denied" in err and not resolve_gets(hub)
+    assert code == 1 and "permission denied" in err and str(locked) in err and not resolve_gets(hub)
 
 
 def test_offline_mode_uses_only_the_cache(hub, run_cli, monkeypatch, tmp_path):
@@ -281,6 +283,17 @@ def test_offline_mode_uses_only_the_cache(hub, run_cli, monkeypatch, tmp_path):
     assert folder_bytes(tmp_path / "copy").keys() - {"lorakit_download.json"} == hub.adapter_files.keys()
     assert json.loads(out)["commit"] == hub.shas["main"]
 
+    # Without lorakit's kept listing (the files came from another tool), the cached snapshot is used as it is,
+    # each LFS file still checked against its blob name (the sha256).
+    import shutil
+
+    shutil.rmtree(home.cache_dir() / "hub-listings")
+    code, out, err = run_cli("download", ADAPTER, "--output", str(tmp_path / "copy2"), "--json")
+    assert code == 0, err
+    assert "full file list is unknown offline" in err and hub.requests == []
+    record = json.loads((tmp_path / "copy2" / "lorakit_download.json").read_text())
+    assert {f["path"]: f["verified_against_hub"] for f in record["files"]} == {p: True for p in hub.adapter_files}
+
     # A branch never fetched is a clear error, not a network attempt.
     code, _, err = run_cli("download", f"{ADAPTER}:v1")
     assert code == 1 and "no cached revision 'v1'" in err and hub.requests == []
@@ -296,8 +309,6 @@ def test_cli_subprocess_with_token_from_environment(hub, tmp_path):
     import os
     import subprocess
     import sys
-
-    from conftest import PRIVATE
 
     env = {**os.environ, "HF_TOKEN": hub.token, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     result = subprocess.run(

@@ -1,5 +1,5 @@
 """Shared helpers for the training-data tests (imported by name; not a conftest, to keep
-``from conftest import ...`` in other test folders unambiguous)."""
+``from lorakit_testing import ...`` in other test folders unambiguous)."""
 
 from __future__ import annotations
 

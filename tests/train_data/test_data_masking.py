@@ -6,7 +6,7 @@ import json
 import random
 
 import pytest
-from conftest import shared_data
+from lorakit_testing import shared_data
 from data_helpers import smollm2_tokenizer, tiny_tokenizer, trained_runs, trained_text, write_rows  # noqa: F401
 
 from lorakit.errors import LorakitError
@@ -171,3 +171,22 @@ def test_packed_batch_matches_separate_forwards(tiny_model_dir, tiny_tokenizer):
         )
     torch.testing.assert_close(loss, separate, atol=1e-3, rtol=1e-5)
     assert batch["num_target_tokens"] == sum(sum(1 for l in e.labels[1:] if l != IGNORE_INDEX) for e in chosen)
+
+
+def test_tokenizer_that_adds_bos(tmp_path):
+    """Llama-style tokenizers put BOS first: it starts every example and every raw chunk, untrained."""
+    from lorakit_testing import build_tiny_tokenizer, shared_data
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = build_tiny_tokenizer()
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    examples, _ = load_examples(tokenizer, DataSpec(dataset=sample_dataset_path(), train_only_after=MARKER, add_eos=True, cutoff_len=1024))
+    for example in examples:
+        assert example.input_ids[0] == bos and example.labels[0] == IGNORE_INDEX and example.input_ids.count(bos) == 1
+        assert trained_text(tokenizer, example) == example.text.split(MARKER, 1)[1] + tokenizer.eos_token
+    path = tmp_path / "t.txt"
+    path.write_text(shared_data("tinyshakespeare.txt").read_text()[:20_000])
+    chunks, _ = load_examples(tokenizer, DataSpec(raw_text=path, cutoff_len=64, overlap_len=16))
+    assert all(c.input_ids[0] == bos and c.labels[0] == IGNORE_INDEX and len(c.input_ids) <= 64 for c in chunks)
+    assert all(c.labels[1:] == c.input_ids[1:] and tokenizer.decode(c.input_ids[1:]) == c.text for c in chunks)

@@ -28,6 +28,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+# The repositories the tests' session server holds (see conftest.py).
+ADAPTER = "lorakit-test/tiny-lora"
+MODEL = "lorakit-test/tiny-llama"
+PRIVATE = "lorakit-test/private-lora"
+GATED = "lorakit-test/gated-lora"
+EMPTY = "lorakit-test/empty-lora"
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".onnx")
 
 

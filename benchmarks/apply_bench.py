@@ -1,0 +1,99 @@
+"""apply: attaching then detaching a LoRA on a loaded base, against reloading the base.
+
+Model: the real SmolLM2-135M-Instruct, lorakit's default precision (fp32 on CPU, bf16 on CUDA).
+Adapter: a PEFT LoRA made in a temp folder, r 8 / alpha 16 on q_proj, v_proj (the alpaca-lora recipe).
+lorakit side: ``session.add_lora`` then ``session.remove_lora`` on a session from
+``lorakit.session_factory.open_session`` (the transformers loader, whose removal is "fast").
+Reference: reloading the base the plain transformers way (AutoTokenizer + AutoModelForCausalLM
+.from_pretrained, same device and dtype), which is what dropping a LoRA costs without detach. After
+the warm-up the files sit in the page cache, so this is the fastest a reload gets: a strict reference.
+Interleaved, one warm-up round, 5 runs with --quick, 15 otherwise.
+Checked before the ratio: with the LoRA attached lorakit's logits equal PEFT's (PeftModel.from_pretrained)
+and differ from the base; after remove_lora, and again after all timed runs, the logits equal the base's
+bit for bit; the reloaded base gives the base's logits.
+Target: add + remove <= 0.05x a reload.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import tempfile
+from pathlib import Path
+
+from benchmarks.harness import device_label, interleave, record
+from benchmarks.models import chat_ids, load_reference, make_adapter, smollm2
+
+NAME = "apply"
+LOGIT_TOLERANCE = {"cpu": 1e-4, "cuda": 5e-2}
+
+
+def _max_diff(a, b) -> float:
+    return float((a.float().cpu() - b.float().cpu()).abs().max())
+
+
+def _check(session, model_dir, adapter, input_ids, dtype, tolerance) -> tuple[bool, str]:
+    import torch
+    from peft import PeftModel
+
+    base = session.forward_logits(input_ids)
+    session.add_lora("bench", adapter)
+    attached = session.forward_logits(input_ids)
+    session.remove_lora("bench")
+    after = session.forward_logits(input_ids)
+    model, _ = load_reference(model_dir, session.device(), dtype)
+    ids = input_ids.to(session.device())
+    with torch.no_grad():
+        reloaded = model(input_ids=ids).logits
+        expected = PeftModel.from_pretrained(model, str(adapter))(input_ids=ids).logits
+    del model
+    gc.collect()
+    vs_peft, restored, reload_diff, effect = _max_diff(attached, expected), _max_diff(after, base), _max_diff(reloaded, base), _max_diff(attached, base)
+    text = f"attached vs PEFT {vs_peft:.1e}; removed vs base {restored:.1e}; reload vs base {reload_diff:.1e}; LoRA moves logits {effect:.2f}"
+    if vs_peft > tolerance or restored != 0.0 or reload_diff > tolerance:
+        return False, text
+    if effect < 10 * tolerance:
+        return False, f"the LoRA barely changes the logits ({effect:.1e}): attaching it proves nothing"
+    return True, text
+
+
+def run(quick: bool) -> list[dict]:
+    from lorakit.devices import torch_dtype
+    from lorakit.loader_api import LoadOptions
+    from lorakit.session_factory import open_session
+
+    model_dir = smollm2()
+    options = LoadOptions()
+    with tempfile.TemporaryDirectory(prefix="lorakit-bench-apply-") as tmp:
+        adapter = make_adapter(model_dir, Path(tmp) / "lora", seed=1)
+        session, _ = open_session(None, options=options, quiet=True)
+        device = session.device()
+        dtype = torch_dtype(options.dtype, device)
+        label = device_label(device)
+        input_ids = chat_ids(session.tokenizer)
+        tolerance = LOGIT_TOLERANCE["cuda" if device.startswith("cuda") else "cpu"]
+        ok, checked = _check(session, model_dir, adapter, input_ids, dtype, tolerance)
+        if not ok:
+            return [record(NAME, "add_remove_vs_reload_s", None, None, check_ok=False, checked=checked, device=label, target="<= 0.05")]
+        base_logits = session.forward_logits(input_ids)
+        parts: dict[str, list[float]] = {"add": [], "remove": []}
+
+        def attach_detach():
+            parts["add"].append(session.add_lora("bench", adapter).seconds)
+            parts["remove"].append(session.remove_lora("bench").seconds)
+
+        def reload():
+            model, tokenizer = load_reference(model_dir, device, dtype)
+            del model, tokenizer
+
+        samples = interleave({"lorakit": attach_detach, "reference": reload}, repeats=5 if quick else 15, warmup=1)
+        if _max_diff(session.forward_logits(input_ids), base_logits) != 0.0:
+            return [record(NAME, "add_remove_vs_reload_s", None, None, check_ok=False, device=label, target="<= 0.05",
+                           checked="after the timed add/remove cycles the base logits changed")]
+        timed = len(samples["lorakit"])
+        add_ms, remove_ms = (statistics.median(parts[key][-timed:]) * 1000 for key in ("add", "remove"))
+        return [
+            record(NAME, "add_remove_vs_reload_s", [s["seconds"] for s in samples["lorakit"]], [s["seconds"] for s in samples["reference"]],
+                   target="<= 0.05", checked=checked, device=label, unit="s",
+                   note=f"add {add_ms:.0f} ms + remove {remove_ms:.0f} ms vs a plain transformers reload"),
+        ]

@@ -1,0 +1,167 @@
+"""Show benchmark records: a rich table on stderr, and the markdown page docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks import BENCHMARKS, describe
+from benchmarks.harness import is_failure
+
+COLUMNS = ("benchmark", "metric", "lorakit", "reference", "ratio", "target", "holds", "checked", "device", "runs")
+
+
+def number(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def side(entry: dict, key: str) -> str:
+    text = number(entry.get(key))
+    spread = entry.get(f"{key}_range")
+    if spread and entry.get(key) is not None:
+        text += f" ({number(spread[0])}–{number(spread[1])})"
+    return text
+
+
+def holds_mark(entry: dict) -> str:
+    if is_failure(entry):
+        return "FAILED"
+    return {True: "yes", False: "NO", None: "—"}[entry.get("holds")]
+
+
+def cells(entry: dict) -> list[str]:
+    metric = entry["metric"] + (f" [{entry['unit']}]" if entry.get("unit") else "")
+    return [entry["benchmark"], metric, side(entry, "lorakit"), side(entry, "reference"), number(entry.get("ratio")),
+            entry.get("target") or "—", holds_mark(entry), entry.get("checked") or "", entry.get("device") or "", str(entry.get("runs", ""))]
+
+
+def render_table(records: list[dict], durations: dict[str, float] | None = None) -> None:
+    """The table on stderr; what each check found is listed under it (too long for a column)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    probe = Console(stderr=True)
+    console = Console(stderr=True, highlight=False, width=None if probe.is_terminal else 160)
+    table = Table(title="lorakit / reference: median (min–max); ratio = median of per-round ratios")
+    shown = [column for column in COLUMNS if column != "checked"]
+    for column in shown:
+        table.add_column(column, justify="right" if column in ("lorakit", "reference", "ratio", "runs") else "left")
+    styles = {"FAILED": "bold red", "NO": "red", "yes": "green"}
+    for entry in records:
+        row = dict(zip(COLUMNS, cells(entry)))
+        table.add_row(*(row[column] for column in shown), style=styles.get(row["holds"]))
+    console.print(table)
+    for entry in records:
+        console.print(f"  {entry['benchmark']}/{entry['metric']}: {entry.get('checked') or '(no check)'}", markup=False)
+    if durations:
+        console.print("took: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in durations.items()), markup=False)
+
+
+def machine() -> dict:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or model
+    ram = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpu": model, "cores": cores, "ram_gib": ram, "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(), "load": load}
+
+
+def _md_row(values: list[str]) -> str:
+    return "| " + " | ".join(value.replace("|", "\\|").replace("\n", " ") for value in values) + " |"
+
+
+def below_target(records: list[dict]) -> list[str]:
+    lines = []
+    for entry in records:
+        if is_failure(entry):
+            lines.append(f"- **{entry['benchmark']} / {entry['metric']}**: {entry['checked']}")
+        elif entry.get("holds") is False:
+            lines.append(f"- **{entry['benchmark']} / {entry['metric']}**: ratio {number(entry.get('ratio'))}, target {entry.get('target')}"
+                         + (f" ({entry['note']})" if entry.get("note") else ""))
+    return lines
+
+
+def write_markdown(records: list[dict], durations: dict[str, float], command: str) -> str:
+    info = machine()
+    devices = sorted({entry.get("device") for entry in records if entry.get("device")})
+    ram = f"{info['ram_gib']:.0f} GiB RAM" if info["ram_gib"] else "RAM unknown"
+    load = f"; load average {info['load']:.1f} when it finished" if info["load"] is not None else ""
+    out = [
+        "# Benchmarks",
+        "",
+        "<!-- Written by `python -m benchmarks run ... --markdown docs/benchmarks.md`: edit benchmarks/report.py or the",
+        "     benchmark docstrings, not this file. -->",
+        "",
+        "Every performance claim lorakit makes comes from one harness, `python -m benchmarks`. Each benchmark runs",
+        "lorakit and the reference way of doing the same job in the same process, interleaved (A B A B ...) after a",
+        "warm-up round, and reports the median with min–max of several runs. Machines are noisy and shared, so the",
+        "result is the **ratio lorakit / reference**, taken as the median of per-round ratios (each lorakit run is",
+        "compared with the reference run beside it). A ratio is reported only after both sides were checked to",
+        "compute the same thing (column *checked*); a failed check shows as FAILED with its reason.",
+        "",
+        "## Latest results",
+        "",
+        f"- Command: `{command}`",
+        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Machine: {info['cpu']}, {info['cores']} cores, {ram}, {info['os']}, Python {info['python']}{load}",
+        f"- Device(s): {', '.join(devices) or 'n/a'}",
+        f"- Time per benchmark: {', '.join(f'{name} {seconds:.0f} s' for name, seconds in durations.items())}",
+        "",
+        "### Below target",
+        "",
+    ]
+    out += below_target(records) or ["Every benchmark with a target meets it."]
+    out += ["", "### Table", "", "Values are median (min–max) over the timed runs.", ""]
+    out += [_md_row(list(COLUMNS)), _md_row(["---"] * len(COLUMNS))]
+    out += [_md_row(cells(entry)) for entry in records]
+    out += ["", "## What each benchmark measures", ""]
+    for name in BENCHMARKS:
+        first, text = describe(name)
+        out += [f"### {name}", "", text or first, ""]
+    out += [
+        "## Running them",
+        "",
+        "```",
+        "python -m benchmarks list",
+        "python -m benchmarks run --quick                    # all of them, under 10 minutes on 2 CPU cores",
+        "python -m benchmarks run generate apply --json out.json",
+        "python -m benchmarks run --markdown docs/benchmarks.md   # refresh this page",
+        "```",
+        "",
+        "The real SmolLM2-135M model is converted once into `$LORAKIT_HOME` (default for benchmarks:",
+        "`~/.cache/lorakit-bench`); adapters are made with PEFT in temporary folders. On a CUDA machine the same",
+        "command runs on the GPU and every record names its device. Exit status: 1 when a benchmark failed or a",
+        "check did not pass (`--strict`: also when a target does not hold).",
+        "",
+        "`--json OUT` writes one record per metric:",
+        "",
+        "```json",
+        '{"benchmark": "generate", "metric": "tokens_per_s_1lora", "lorakit": 14.1, "reference": 14.5, "ratio": 0.97,',
+        ' "target": ">= 0.97", "holds": true, "checked": "same 24 greedy tokens; ...", "device": "cpu", "runs": 3,',
+        ' "unit": "tok/s", "lorakit_range": [13.8, 14.3], "reference_range": [14.2, 14.9]}',
+        "```",
+        "",
+        "`unit`, `lorakit_range`, `reference_range`, `note` and `failed` are optional extras.",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,111 @@
+"""The small parts of `lorakit download`: repo ids, file selection, scrubbing, disk space, offline from a record."""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+
+import pytest
+from fake_hub_server import ADAPTER
+
+from lorakit import home
+from lorakit.errors import LorakitError, UsageError
+from lorakit.hub.hub_errors import scrub
+from lorakit.hub.listing import RemoteFile
+from lorakit.hub.repo_ref import parse_repo_ref
+from lorakit.hub.selection import select_files
+
+
+@pytest.mark.parametrize(
+    "text, revision, expected",
+    [
+        ("tloen/alpaca-lora-7b", None, ("tloen/alpaca-lora-7b", "main", False, "tloen_alpaca-lora-7b")),
+        ("org/name:v1.0", None, ("org/name", "v1.0", True, "org_name_v1.0")),
+        ("org/name", "refs/pr/3", ("org/name", "refs/pr/3", True, "org_name_refs_pr_3")),
+        ("https://huggingface.co/org/name/tree/dev", None, ("org/name", "dev", True, "org_name_dev")),
+        ("https://hf-mirror.example/org/name", None, ("org/name", "main", False, "org_name")),
+        ("gpt2", None, ("gpt2", "main", False, "gpt2")),
+    ],
+)
+def test_parse_repo_ref(text, revision, expected):
+    ref = parse_repo_ref(text, revision)
+    assert (ref.repo_id, ref.revision, ref.revision_given, ref.folder_name()) == expected
+
+
+def test_parse_repo_ref_explains_what_is_wrong():
+    with pytest.raises(UsageError, match="more than one '/'"):
+        parse_repo_ref("a/b/c")
+    with pytest.raises(UsageError, match="'--' or '..'"):
+        parse_repo_ref("org/a..b")
+
+
+def F(path, size=10):
+    return RemoteFile(path, size)
+
+
+def test_selection_prefers_safetensors_and_include_overrides():
+    files = [F("adapter_config.json"), F("adapter_model.safetensors"), F("adapter_model.bin"), F("training_args.bin"),
+             F("tf_model.h5"), F(".gitattributes"), F("lorakit_download.json")]
+    chosen = select_files(files)
+    assert [f.path for f in chosen.files] == ["adapter_config.json", "adapter_model.safetensors"]
+    reasons = dict(chosen.skipped)
+    assert "safetensors" in reasons["training_args.bin"] and "another framework" in reasons["tf_model.h5"]
+    assert "reserved" in reasons["lorakit_download.json"]
+    # Explicit patterns get exactly what they match (the record's name stays reserved).
+    assert [f.path for f in select_files(files, include=["*.bin"]).files] == ["adapter_model.bin", "training_args.bin"]
+    assert [f.path for f in select_files(files, exclude=["*.json"]).files] == ["adapter_model.safetensors"]
+    # Only pickle weights: they are fetched (loading them needs --allow-pickle).
+    assert [f.path for f in select_files([F("adapter_config.json"), F("adapter_model.bin")]).files] == ["adapter_config.json", "adapter_model.bin"]
+
+
+def test_selection_refuses_every_gguf_quantization_at_once():
+    files = [F("config.json"), F("m.Q4_K_M.gguf", 4_000), F("m.Q8_0.gguf", 8_000)]
+    with pytest.raises(LorakitError, match="2 GGUF files") as caught:
+        select_files(files)
+    assert "--include" in caught.value.one_line()
+    assert [f.path for f in select_files(files, include=["*Q4_K_M.gguf"]).files] == ["m.Q4_K_M.gguf"]
+
+
+def test_scrub_removes_tokens_in_every_shape():
+    token = "hf_abcdefghijklmnopqrstuvwxyz012345"
+    text = f"failed with {token}; header Authorization: Bearer {token}; url https://user:{token}@mirror.example/x; other hf_ZZZZZZZZZZZZZZZZZZZZZZZZ"
+    cleaned = scrub(text, [token])
+    assert token not in cleaned and "hf_ZZZZ" not in cleaned and "user:" not in cleaned
+    assert scrub("custom-secret-value here", ["custom-secret-value"]) == "*** here"
+
+
+def test_not_enough_disk_space_is_caught_before_downloading(hub, run_cli, monkeypatch):
+    import shutil
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
+    code, _, err = run_cli("download", ADAPTER)
+    assert code == 1 and "not enough disk space" in err and err.count("\n") == 1
+    assert not [r for r in hub.requests if "/resolve/" in r.path]
+
+
+def test_output_that_is_a_file_is_refused_even_with_force(hub, run_cli, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("data")
+    code, _, err = run_cli("download", ADAPTER, "--output", str(target), "--force")
+    assert code == 1 and "is a file, not a folder" in err and target.read_text() == "data"
+
+
+def test_offline_run_finds_a_finished_download_even_after_the_cache_is_cleaned(hub, run_cli, monkeypatch, tmp_path):
+    import shutil
+
+    assert run_cli("download", ADAPTER)[0] == 0
+    shutil.rmtree(tmp_path / "hf-cache")
+    hub.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = run_cli("download", ADAPTER, "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "up-to-date" and hub.requests == []
+    assert (home.loras_dir() / "lorakit-test_tiny-lora" / "adapter_model.safetensors").is_file()
+
+
+def test_help_lists_the_flags(run_cli):
+    code, out, _ = run_cli("download", "--help")
+    assert code == 0
+    for flag in ("--revision", "--include", "--exclude", "--output", "--token", "--threads", "--check", "--force", "--json"):
+        assert flag in out
