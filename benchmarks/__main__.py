@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -46,14 +47,15 @@ def _run_one_in_process(name: str, quick: bool) -> list[dict]:
     return [validate(entry, name) for entry in records]
 
 
-def _run_one_in_child(name: str, quick: bool, timeout: float | None) -> list[dict]:
+def _run_one_in_child(name: str, quick: bool, timeout: float | None, threads: int | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="lorakit-bench-") as tmp:
         out = Path(tmp) / "records.json"
         argv = [sys.executable, "-m", "benchmarks", "_one", name, str(out)] + (["--quick"] if quick else [])
         try:
             # The child's stdout goes to our stderr: library chatter must never mix with data on stdout.
             sys.stderr.flush()
-            done = subprocess.run(argv, env=child_env(), stdout=_stderr_fd(), timeout=timeout)
+            done = subprocess.run(argv, stdout=_stderr_fd(), timeout=timeout,
+                                  env=child_env(_thread_env(threads)))
         except subprocess.TimeoutExpired:
             return [failed(name, f"did not finish within {timeout:g} s")]
         if out.is_file():
@@ -64,11 +66,28 @@ def _run_one_in_child(name: str, quick: bool, timeout: float | None) -> list[dic
         return [failed(name, reason)]
 
 
+def _thread_env(threads: int | None) -> dict:
+    if threads is None:
+        return {}
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
 def _stderr_fd():
     try:
         return sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # a captured stderr without a file descriptor
         return subprocess.DEVNULL
+
+
+def _warn_if_busy(threads: int | None) -> None:
+    """Thread oversubscription on a busy CPU slows torch 5-10x and drowns the signal; say so."""
+    if threads is not None or not hasattr(os, "getloadavg"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0]
+    if load > cores:
+        print(f"warning: load average {load:.1f} on {cores} cores; torch's threads will fight the other work "
+              "(try --threads 1; ratios stay fair either way)", file=sys.stderr)
 
 
 def _command_line(argv: list[str]) -> str:
@@ -83,11 +102,15 @@ def cmd_run(args, argv: list[str]) -> int:
     if unknown:
         print(f"Error: unknown benchmark {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})", file=sys.stderr)
         return 2
+    if args.threads is not None and args.threads < 1:
+        print("Error: --threads must be at least 1", file=sys.stderr)
+        return 2
+    _warn_if_busy(args.threads)
     records, durations = [], {}
     for name in names:
         print(f"== {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        records.extend(_run_one_in_child(name, args.quick, args.timeout))
+        records.extend(_run_one_in_child(name, args.quick, args.timeout, args.threads))
         durations[name] = time.perf_counter() - started
         print(f"== {name} done in {durations[name]:.0f} s", file=sys.stderr, flush=True)
     render_table(records, durations)
@@ -125,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", metavar="OUT", help="write the records (a JSON list, one per metric) to OUT")
     run.add_argument("--markdown", metavar="OUT", help="write the results page (e.g. docs/benchmarks.md) to OUT")
     run.add_argument("--strict", action="store_true", help="also exit 1 when a target does not hold")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="CPU threads for torch in each benchmark (OMP_NUM_THREADS); on a busy machine 1 avoids thread oversubscription")
     run.add_argument("--timeout", type=float, default=None, metavar="S", help="give up on one benchmark after S seconds")
     sub.add_parser("list", help="list the benchmarks")
     one = sub.add_parser("_one")  # internal: one benchmark in this process, records to a file

@@ -2,7 +2,9 @@
 
 Model: the real SmolLM2-135M-Instruct, lorakit's default precision (fp32 on CPU, bf16 on CUDA), batch 1.
 Data: one chat prompt (the model's chat template), greedy decoding, exactly N new tokens
-(min_new_tokens = max_new_tokens, so every side does the same work): N = 24 with --quick, 64 otherwise.
+(min_new_tokens = max_new_tokens, so every side does the same work): N = 16 with --quick, 64 otherwise;
+5 interleaved rounds with --quick, 7 otherwise (the order rotates each round), after a short
+warm-up generation on every side.
 Adapters: PEFT LoRAs made in a temp folder: A = r 8 / alpha 16 on q_proj, v_proj (the alpaca-lora
 recipe), B = r 16 / alpha 16 on q_proj, k_proj, v_proj, o_proj; the pair runs as A:0.7 + B:0.5.
 lorakit side: ``lorakit.session_factory.open_session`` + ``lorakit.generation.generate``, one session
@@ -81,7 +83,7 @@ def run(quick: bool) -> list[dict]:
     from lorakit.loader_api import LoadOptions
     from lorakit.session_factory import open_session
 
-    tokens, repeats = (24, 3) if quick else (64, 7)
+    tokens, repeats = (16, 5) if quick else (64, 7)
     model_dir = smollm2()
     settings = _fixed_length_settings(tokens)
     with tempfile.TemporaryDirectory(prefix="lorakit-bench-gen-") as tmp:
@@ -119,8 +121,11 @@ def run(quick: bool) -> list[dict]:
         if not ok:
             return [record(NAME, f"tokens_per_s_{key}", None, None, check_ok=False, checked=checked, device=label) for key in ("base", "1lora", "2lora")]
 
+        warm = _fixed_length_settings(4)
+        for session in sessions.values():  # first calls allocate caches; a few tokens are enough to warm up
+            generate(session, input_ids, warm)
         sides = {"reference": reference_side, **{name: lorakit_side(name) for name in sessions}}
-        samples = interleave(sides, repeats=repeats, warmup=1)
+        samples = interleave(sides, repeats=repeats, warmup=0, rotate=True)
         speed = {name: [s["tokens"] / s["seconds"] for s in runs] for name, runs in samples.items()}
         counts = {s["tokens"] for runs in samples.values() for s in runs}
         if counts != {tokens}:

@@ -8,7 +8,7 @@ never spoils the others. The API a module uses::
     from benchmarks.harness import interleave, series, summarize, paired_ratio, record, failed
 
     samples = interleave({"lorakit": run_lorakit, "reference": run_reference}, repeats=5, warmup=1)
-    # One warm-up round, then A B A B ... : each side's call is timed with perf_counter (CUDA is
+    # One warm-up round, then A B A B ... (rotate=True: A B, B A, ...): each side's call is timed with perf_counter (CUDA is
     # synchronised) and gc runs between calls, outside the timing. A sample is a dict:
     # {"seconds": wall} plus what the callable returned (a dict is merged, a number is "value").
     mine, theirs = series(samples["lorakit"], "tokens_per_s"), series(samples["reference"], "tokens_per_s")
@@ -72,17 +72,23 @@ def _timed(call: Callable[[], Any]) -> dict:
     return sample
 
 
-def interleave(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[dict]]:
-    """Call every side once per round, in order, ``warmup`` untimed rounds then ``repeats`` rounds."""
+def interleave(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, rotate: bool = False) -> dict[str, list[dict]]:
+    """Call every side once per round, in order, ``warmup`` untimed rounds then ``repeats`` rounds.
+
+    ``rotate=True`` starts round r at side r (A B C, B C A, C A B, ...): with more than two sides no
+    side always runs first or right after the same neighbour.
+    """
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
     for _ in range(warmup):
         for call in sides.values():
             _timed(call)
-    samples: dict[str, list[dict]] = {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, call in sides.items():
-            samples[name].append(_timed(call))
+    names = list(sides)
+    samples: dict[str, list[dict]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names) if rotate else 0
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(_timed(sides[name]))
     return samples
 
 
@@ -137,13 +143,13 @@ def record(benchmark: str, metric: str, lorakit, reference, *, target: str | Non
            ratio: float | None = None, holds: bool | None = None, note: str = "") -> dict:
     """One metric, lorakit against the reference; see the module docstring for the rules."""
     entry: dict[str, Any] = {"benchmark": benchmark, "metric": metric}
-    values = {}
+    values, extras = {}, {}
     for side, data in (("lorakit", lorakit), ("reference", reference)):
         if isinstance(data, (list, tuple)):
             stats = summarize(data)
             values[side] = list(data)
             entry[side] = _round(stats.median)
-            entry[f"{side}_range"] = [_round(stats.min), _round(stats.max)]
+            extras[f"{side}_range"] = [_round(stats.min), _round(stats.max)]
         else:
             values[side] = None if data is None else [float(data)]
             entry[side] = None if data is None else _round(float(data))
@@ -152,10 +158,11 @@ def record(benchmark: str, metric: str, lorakit, reference, *, target: str | Non
     if not check_ok:
         ratio, holds, checked = None, False, f"FAILED: {checked}"
     elif holds is None and target is not None:
-        holds = meets(ratio, target)
-    entry.update(ratio=_round(ratio, 3), target=target, holds=holds, checked=checked, device=device)
+        holds = meets(_round(ratio), target)  # judge the number that is shown
+    entry.update(ratio=_round(ratio), target=target, holds=holds, checked=checked, device=device)
     sizes = [len(v) for v in values.values() if v is not None]
     entry["runs"] = runs if runs is not None else (min(sizes) if sizes else 0)
+    entry.update(extras)  # optional extras after the fixed keys
     if unit:
         entry["unit"] = unit
     if note:
@@ -260,14 +267,17 @@ def call_and_report(target: str, args_json: str, result_file: str) -> None:
 
 # ---- where it runs ---------------------------------------------------------------------------
 def device_label(device: str | None = None) -> str:
-    """``cpu`` or ``cuda (NVIDIA H100 80GB HBM3)``: the device lorakit picked (imports torch)."""
+    """``cpu (2 threads)`` or ``cuda (NVIDIA H100 80GB HBM3)``: the device lorakit picked (imports torch)."""
+    import torch
+
     if device is None:
         from lorakit.devices import pick_device
 
         device = pick_device()
     device = str(device)
     if device.startswith("cuda"):
-        import torch
-
         return f"cuda ({torch.cuda.get_device_name(0)})"
+    if device == "cpu":
+        threads = torch.get_num_threads()
+        return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
     return device

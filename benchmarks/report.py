@@ -13,14 +13,14 @@ from benchmarks.harness import is_failure
 COLUMNS = ("benchmark", "metric", "lorakit", "reference", "ratio", "target", "holds", "checked", "device", "runs")
 
 
-def number(value) -> str:
+def number(value, digits: int = 3) -> str:
     if value is None:
         return "—"
     if isinstance(value, bool):
         return str(value).lower()
     if abs(value) >= 1000:
         return f"{value:,.0f}"
-    return f"{value:.3g}"
+    return f"{value:.{digits}g}"
 
 
 def side(entry: dict, key: str) -> str:
@@ -39,8 +39,13 @@ def holds_mark(entry: dict) -> str:
 
 def cells(entry: dict) -> list[str]:
     metric = entry["metric"] + (f" [{entry['unit']}]" if entry.get("unit") else "")
-    return [entry["benchmark"], metric, side(entry, "lorakit"), side(entry, "reference"), number(entry.get("ratio")),
-            entry.get("target") or "—", holds_mark(entry), entry.get("checked") or "", entry.get("device") or "", str(entry.get("runs", ""))]
+    return [entry["benchmark"], metric, side(entry, "lorakit"), side(entry, "reference"), number(entry.get("ratio"), 4),
+            entry.get("target") or "—", holds_mark(entry), checked_text(entry), entry.get("device") or "", str(entry.get("runs", ""))]
+
+
+def checked_text(entry: dict) -> str:
+    text = entry.get("checked") or "(no check)"
+    return f"{text} — {entry['note']}" if entry.get("note") else text
 
 
 def render_table(records: list[dict], durations: dict[str, float] | None = None) -> None:
@@ -60,7 +65,7 @@ def render_table(records: list[dict], durations: dict[str, float] | None = None)
         table.add_row(*(row[column] for column in shown), style=styles.get(row["holds"]))
     console.print(table)
     for entry in records:
-        console.print(f"  {entry['benchmark']}/{entry['metric']}: {entry.get('checked') or '(no check)'}", markup=False)
+        console.print(f"  {entry['benchmark']}/{entry['metric']}: {checked_text(entry)}", markup=False)
     if durations:
         console.print("took: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in durations.items()), markup=False)
 

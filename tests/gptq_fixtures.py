@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-CACHE = Path(os.environ.get("LORAKIT_TEST_CACHE", Path.home() / ".cache" / "lorakit-tests"))
+from lorakit_testing import CACHE, SHARED_DATA
+
 GPTQ_CACHE = CACHE / "gptq"
 QUANT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CALIBRATION_SENTENCES = (
@@ -151,7 +152,7 @@ def engine_environment() -> None:
 
 
 def calibration_texts(count: int = 16) -> list[str]:
-    wikitext = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext2_test.raw.txt"
+    wikitext = SHARED_DATA / "wikitext2_test.raw.txt"
     if wikitext.is_file():
         paragraphs = [p.strip() for p in wikitext.read_text(encoding="utf-8").split("\n") if len(p.strip()) > 400]
         return [p[:1200] for p in paragraphs[:count]]

@@ -55,8 +55,7 @@ def apply_weights(texts: list[str], weights: str | None):
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle weight files (loaded with weights_only=True).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the model folder to run.")
 @click.option("--json", "as_json", is_flag=True, help="Write a JSON report on stdout.")
-def merge(inputs, loras, weights, output, fmt, dtype, max_shard_size, dequantize, adapters_only, method, density, majority_sign,
-          svd_rank, svd_clamp, seed, no_verify, force, cpu, allow_pickle, trust_remote_code, as_json):
+def merge(as_json, **options):
     """Merge LoRAs into MODEL (default: the embedded SmolLM2), export them, or combine adapters.
 
     Each LoRA's WEIGHT multiplies its update: W + sum_i w_i * (alpha_i / r_i) * B_i A_i.
@@ -71,44 +70,58 @@ def merge(inputs, loras, weights, output, fmt, dtype, max_shard_size, dequantize
       lorakit merge --lora my-lora --format gguf-lora --output my-lora.gguf
       lorakit merge --adapters-only lora-a lora-b --weights 0.5,0.5 --method cat --output combined
     """
-    if adapters_only:
-        specs = apply_weights(list(inputs) + list(loras), weights)
-        if not specs:
-            raise UsageError("--adapters-only needs adapters to combine", "e.g. lorakit merge --adapters-only lora-a lora-b --output combined")
-        if fmt != "hf" or dequantize or dtype != "auto":
-            raise UsageError("--format, --dtype and --dequantize apply to merging into a model, not to --adapters-only")
-        from lorakit.merging.combine import CombineOptions
-        from lorakit.merging.run_combine import run_combine
-        from lorakit.quiet import quiet_libraries
+    import contextlib
+    import sys
 
-        quiet_libraries()
-        options = CombineOptions(method, density, majority_sign, svd_rank, svd_clamp, seed)
-        report = run_combine(specs, output, options, force=force, allow_pickle=allow_pickle)
-    else:
-        if len(inputs) > 1:
-            raise UsageError(f"merge takes one MODEL, got {len(inputs)} ({', '.join(inputs)})", "pass LoRAs with --lora, or use --adapters-only to combine adapters")
-        specs = apply_weights(list(loras), weights)
-        if not specs:
-            raise UsageError("nothing to merge: give at least one --lora")
-        source = click.get_current_context().get_parameter_source
-        if any(source(name) == click.core.ParameterSource.COMMANDLINE for name in ("method", "density", "svd_rank", "svd_clamp")):
-            raise UsageError("--method, --density and --svd-rank/--svd-clamp apply to --adapters-only")
-        from pathlib import Path
-
-        from lorakit.merging.run_merge import MergeRequest, run_merge
-
-        request = MergeRequest(
-            model=inputs[0] if inputs else None, loras=specs, output=Path(output), fmt=fmt, dtype=dtype, max_shard_size=max_shard_size,
-            dequantize=dequantize, force=force, verify=not no_verify, cpu=cpu, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-        )
-        if fmt == "hf":
-            from lorakit.merging.hf_writer import parse_size
-
-            parse_size(max_shard_size)  # a bad size fails before any work
-        report = run_merge(request)
+    # Only the report belongs on stdout; some libraries print banners when imported (GPTQModel via PEFT).
+    with contextlib.redirect_stdout(sys.stderr):
+        report = _combine(**options) if options["adapters_only"] else _merge(**options)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         from lorakit.console import info
 
         info(f"Done in {report['seconds']:.1f} s: {report['output']}")
+
+
+def _combine(inputs, loras, weights, output, fmt, dtype, dequantize, method, density, majority_sign, svd_rank, svd_clamp, seed,
+             force, allow_pickle, **_) -> dict:
+    specs = apply_weights(list(inputs) + list(loras), weights)
+    if not specs:
+        raise UsageError("--adapters-only needs adapters to combine", "e.g. lorakit merge --adapters-only lora-a lora-b --output combined")
+    if fmt != "hf" or dequantize or dtype != "auto":
+        raise UsageError("--format, --dtype and --dequantize apply to merging into a model, not to --adapters-only")
+    from lorakit.merging.combine import CombineOptions
+    from lorakit.merging.run_combine import run_combine
+    from lorakit.quiet import quiet_libraries
+
+    quiet_libraries()
+    options = CombineOptions(method, density, majority_sign, svd_rank, svd_clamp, seed)
+    return run_combine(specs, output, options, force=force, allow_pickle=allow_pickle)
+
+
+def _merge(inputs, loras, weights, output, fmt, dtype, max_shard_size, dequantize, no_verify, force, cpu, allow_pickle,
+           trust_remote_code, **_) -> dict:
+    if len(inputs) > 1:
+        raise UsageError(f"merge takes one MODEL, got {len(inputs)} ({', '.join(inputs)})", "pass LoRAs with --lora, or use --adapters-only to combine adapters")
+    specs = apply_weights(list(loras), weights)
+    if not specs:
+        raise UsageError("nothing to merge: give at least one --lora")
+    source = click.get_current_context().get_parameter_source
+    if any(source(name) == click.core.ParameterSource.COMMANDLINE for name in ("method", "density", "svd_rank", "svd_clamp")):
+        raise UsageError("--method, --density and --svd-rank/--svd-clamp apply to --adapters-only")
+    if fmt != "hf" and source("max_shard_size") == click.core.ParameterSource.COMMANDLINE:
+        raise UsageError(f"--max-shard-size applies to --format hf, not {fmt}")
+    from pathlib import Path
+
+    from lorakit.merging.run_merge import MergeRequest, run_merge
+
+    request = MergeRequest(
+        model=inputs[0] if inputs else None, loras=specs, output=Path(output), fmt=fmt, dtype=dtype, max_shard_size=max_shard_size,
+        dequantize=dequantize, force=force, verify=not no_verify, cpu=cpu, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+    )
+    if fmt == "hf":
+        from lorakit.merging.hf_writer import parse_size
+
+        parse_size(max_shard_size)  # a bad size fails before any work
+    return run_merge(request)

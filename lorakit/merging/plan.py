@@ -113,17 +113,14 @@ def build_plan(source: TensorSource, loras: list[LoadedLora], model_path: Path, 
 
     untied = False
     extra: list[OutTensor] = []
-    touches_embedding = any(record.kind == "embedding" for lora in loras for record in lora.modules.values())
-    if missing or touches_embedding or any(lora.replacements for lora in loras):
-        tie = tied_embeddings(model_path, trust_remote_code)
-        if tie is not None and tie[0] not in name_set:
-            output_name, input_name = tie
-            for key in list(missing):
-                if _find({output_name}, key.rsplit(".", 1)[0], "weight") == output_name:
-                    extra.append(OutTensor(output_name, input_name, source.shape(input_name), "", missing.pop(key)))
-            if not extra and input_name in updates:
-                extra.append(OutTensor(output_name, input_name, source.shape(input_name), ""))  # keep the original head
-            untied = bool(extra)
+    tie = tied_embeddings(model_path, trust_remote_code) if updates or missing else None
+    if tie is not None:
+        output_name, input_name = tie
+        head_updates = [missing.pop(key) for key in list(missing) if _find({output_name}, key.rsplit(".", 1)[0], "weight") == output_name]
+        if head_updates or output_name in updates or input_name in updates:
+            untied = True  # the unmerged model changes only one of the two; keep them apart
+            if output_name not in name_set:  # stored once: write the head separately, from the embeddings
+                extra.append(OutTensor(output_name, input_name, source.shape(input_name), "", head_updates[0] if head_updates else []))
     if missing:
         key = sorted(missing)[0]
         raise AdapterError(

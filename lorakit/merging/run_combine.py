@@ -73,7 +73,7 @@ def run_combine(specs: list[LoraSpec], output_text: str, options: CombineOptions
     info(f"Wrote {output} (rank {config['r']}); its updates differ from the weighted sum of the inputs by at most "
          f"{check['max_abs_update_diff']:.3g} (largest update value {check['max_abs_update']:.3g})")
     return {
-        "output": str(output), "method": method, "rank": config["r"], "modules": len(state) // 2,
+        "output": str(output), "method": method, "rank": config["r"], "modules": sum(key.endswith(("lora_A.weight", "lora_embedding_A")) for key in state),
         "loras": [{"name": lora.name, "path": str(lora.path), "weight": lora.weight} for lora in loras],
         "check": check, "seconds": round(time.perf_counter() - started, 2),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,9 @@ class MergeRequest:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
 
 
 def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: bool, trust_remote_code: bool = False) -> list[LoadedLora]:

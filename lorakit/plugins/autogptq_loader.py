@@ -43,8 +43,8 @@ class AutoGPTQLoader(Loader):
         quantizations=("gptq",),
         devices=("cpu", "cuda"),
         notes=(
-            "removing the LoRA reloads the base; merging into 4-bit GPTQ weights is refused (it would lose most "
-            "of the LoRA); trains with the engine's torch kernel"
+            "removing the LoRA reloads the base; merging into the 4-bit GPTQ weights is refused (it would lose "
+            "most of the LoRA): `lorakit merge --dequantize` merges into a 16-bit copy; trains with the engine's torch kernel"
         ),
     )
     requires = ("torch", "transformers", "peft", ENGINE, "optimum")

@@ -1,7 +1,8 @@
 """Load a GPTQ checkpoint with the GPTQModel engine, the way the ``autogptq`` loader needs it.
 
-GPTQModel prints banners and INFO lines on stdout; lorakit keeps stdout for data, so the engine
-talks to stderr while it imports and loads.
+GPTQModel prints a banner, INFO lines and advice on stdout; lorakit keeps stdout for data. While it
+imports and loads, its stdout is dropped (LORAKIT_DEBUG=1: sent to stderr); its failures still
+arrive as exceptions.
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ def quiet_engine() -> None:
 
 
 @contextlib.contextmanager
-def engine_output_to_stderr():
-    with contextlib.redirect_stdout(sys.stderr):
+def quiet_engine_stdout():
+    if os.environ.get("LORAKIT_DEBUG"):
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         yield
 
 
@@ -84,7 +89,7 @@ def load_with_gptqmodel(model_path: Path, options: LoadOptions):
     if device == "mps":
         device = "cpu"  # GPTQModel's MPS support is separate (MLX); the torch kernel on CPU always works
     dtype = engine_dtype(options, device)
-    with engine_output_to_stderr():
+    with quiet_engine_stdout():
         try:
             from gptqmodel import GPTQModel
         except Exception as error:  # a broken engine install: say which and how to fix it

@@ -192,3 +192,43 @@ def test_a_real_subprocess_prints_json_on_stdout_only(tiny_model_dir, text_file,
     rows = json.loads(result.stdout)
     assert rows[0]["configuration"] == "base" and rows[0]["perplexity"] > 1 and rows[0]["stride"] == 32
     assert (lorakit_home / "evaluations.csv").read_text().count("\n") == 2  # header + one result
+
+
+def test_memory_is_bounded_by_the_batch_not_the_text(tiny_model_dir, tmp_path):
+    # A long text: every forward pass still holds at most `batch` windows of max_length tokens,
+    # and the fast path keeps only the logits that predict scored tokens (stride + 1 per window).
+    import torch
+
+    from lorakit.evaluation.documents import TokenDocument
+    from lorakit.evaluation.scoring import WindowScorer, auto_batch_size
+    from lorakit.evaluation.windows import plan_windows
+    from lorakit.session_factory import open_session
+
+    session, _ = open_session(str(tiny_model_dir), quiet=True)
+    document = TokenDocument("long", torch.randint(0, 500, (20_000,)))
+    windows = plan_windows([20_000], 64, 16)
+    batch = auto_batch_size("cpu", 64, 16, 512)
+    assert batch == auto_batch_size("cpu", 64, 16, 512) <= 4096 // 64
+    scorer = WindowScorer(session, [document], batch)
+    assert scorer.path_name == "fast"
+    shapes = []
+    forward = session.model.forward
+
+    def recording(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        shapes.append((tuple(kwargs["input_ids"].shape), tuple(output.logits.shape)))
+        return output
+
+    session.model.forward = recording
+    total = scorer.score(windows)
+    assert total.tokens == 20_000 - 1
+    assert max(ids[0] for ids, _ in shapes) <= batch and max(ids[1] for ids, _ in shapes) == 64
+    assert max(logits[1] for _, logits in shapes) == 64  # only the first window keeps every position
+    assert sorted(logits[1] for _, logits in shapes)[len(shapes) // 2] == 17
+
+
+def test_history_without_a_log_says_where_it_will_be(run_cli, lorakit_home):
+    code, out, err = run_cli("eval", "--history")
+    assert code == 0 and out == "" and "No evaluations logged yet" in err
+    code, out, _ = run_cli("eval", "--history", "--json")
+    assert code == 0 and json.loads(out) == []

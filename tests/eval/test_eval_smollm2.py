@@ -14,7 +14,7 @@ def test_smollm2_perplexity_equals_the_documented_loop(run_cli, smollm2_dir, tmp
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    text = shared_data("wikitext2_test.raw.txt").read_text(encoding="utf-8")[:1500]
+    text = shared_data("wikitext2_test.raw.txt").read_text(encoding="utf-8")[:1000]
     sample = tmp_path / "wikitext-slice.txt"
     sample.write_text(text, encoding="utf-8")
     code, out, err = run_cli("eval", str(smollm2_dir), "--dataset", str(sample), "--max-length", "128", "--stride", "48", "--json")

@@ -20,10 +20,14 @@ quantized weights never do.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
 SUPPORTED_BITS = (2, 4, 8)
+CACHE_ENV = "LORAKIT_GPTQ_CACHE"
+"""``LORAKIT_GPTQ_CACHE=1``: keep each layer's dequantized weight for no-grad passes (generation runs
+at full-precision speed, at full-precision memory). Off by default: 4-bit memory is the point."""
 
 
 def unpack_codes(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
@@ -95,6 +99,8 @@ class GPTQLinear(torch.nn.Linear):
         self.register_buffer("g_idx", torch.arange(in_features, dtype=torch.int32, device=device) // self.group_size)
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device) if bias else None)
         self._contiguous_groups: bool | None = None
+        self.cache_weights = os.environ.get(CACHE_ENV, "") not in ("", "0")
+        self._cache: dict = {}
 
     # ---- weights ----------------------------------------------------------------------------
     def _groups_are_contiguous(self) -> bool:
@@ -106,7 +112,12 @@ class GPTQLinear(torch.nn.Linear):
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._contiguous_groups = None  # a new g_idx may arrive
+        self._cache = {}
         super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._cache = {}  # moved or cast: cached weights are stale
+        return super()._apply(fn, *args, **kwargs)
 
     def dequantized(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The weight as ``[in_features, out_features]``, computed from the packed buffers."""
@@ -128,7 +139,13 @@ class GPTQLinear(torch.nn.Linear):
         if torch.is_autocast_enabled(device_type):
             dtype = torch.get_autocast_dtype(device_type)
         with torch.autocast(device_type, enabled=False):
-            out = _DequantMatmul.apply(x.to(dtype), self)
+            if self.cache_weights and not torch.is_grad_enabled():
+                key = (dtype, x.device)
+                if key not in self._cache:
+                    self._cache[key] = self.dequantized(dtype)
+                out = x.to(dtype) @ self._cache[key]
+            else:
+                out = _DequantMatmul.apply(x.to(dtype), self)
             if self.bias is not None:
                 out = out + self.bias.to(dtype)
         return out

@@ -31,7 +31,7 @@ class GPTQMonkeypatchLoader(Loader):
         devices=("cpu", "cuda"),
         notes=(
             "2/4/8-bit GPTQ with act-order; merging into the quantized weights is refused (rounding to 4 bits "
-            "would lose most of the LoRA): merge onto the unquantized base with --loader transformers"
+            "would lose most of the LoRA): `lorakit merge --dequantize` merges into a 16-bit copy"
         ),
     )
     requires = ("torch", "transformers", "peft", "accelerate")

@@ -97,6 +97,21 @@ def test_peft_attaches_lora_to_it_like_to_a_linear_layer():
     assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
 
 
+def test_weight_cache_for_inference_gives_the_same_output_and_keeps_gradients(monkeypatch):
+    monkeypatch.setenv("LORAKIT_GPTQ_CACHE", "1")
+    layer, packed = packed_layer()
+    assert layer.cache_weights
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        cached = layer(x)
+    assert layer._cache and torch.equal(cached, x @ layer.dequantized())
+    x.requires_grad_(True)
+    layer(x).sum().backward()  # grad mode takes the autograd path, never the cache
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    layer.to(torch.float64)
+    assert not layer._cache
+
+
 def test_refuses_what_it_cannot_hold():
     with pytest.raises(ValueError, match="3-bit"):
         GPTQLinear(64, 32, bits=3)

@@ -83,3 +83,18 @@ def test_record_promises_full_support_but_no_merge(loader):
     caps = loader.capabilities
     assert (caps.max_loras, caps.per_lora_weights, caps.removal, caps.train, caps.merge) == (None, True, "fast", True, False)
     assert "merg" in caps.notes
+
+
+def test_prepare_model_swaps_engine_layers_when_the_transformers_loader_opens_gptq(tiny_gptq_dir, loader):
+    """transformers + optimum load GPTQ with the engine's kernels; the hook puts GPTQLinear in their place."""
+    from gptq_fixtures import has_engine
+
+    from lorakit_gptq_monkeypatch.layer import GPTQLinear
+
+    if not has_engine():
+        pytest.skip("transformers needs optimum + GPTQModel to open a GPTQ checkpoint")
+    session = all_loaders()["transformers"].load(tiny_gptq_dir, LoadOptions(dtype="bf16"))
+    patched = [m for m in session.model.modules() if isinstance(m, GPTQLinear)]
+    assert len(patched) == 14
+    ours = loader.load(tiny_gptq_dir, LoadOptions(dtype="bf16"))
+    assert torch.equal(session.forward_logits(IDS), ours.forward_logits(IDS))

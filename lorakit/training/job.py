@@ -1,0 +1,235 @@
+"""One ``lorakit train`` run, in the order that keeps bad input from costing time or data.
+
+Cheap checks first (parameters, the output folder), then the tokenizer and the dataset (data
+errors appear in a second, before the model loads), then the model; the output folder is created
+or replaced only after all of that succeeded. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorakit import __version__
+from lorakit.console import info, warn
+from lorakit.errors import LorakitError
+from lorakit.training import checkpoint as ckpt
+from lorakit.training.params import TrainParams
+
+
+@dataclass
+class RunRequest:
+    params: TrainParams
+    output: Path
+    mode: str  # "fresh", "resume" or "overwrite"
+    cpu: bool = False
+    dry_run: bool = False
+    json_out: bool = False
+
+
+def data_spec(params: TrainParams, eval_file: str | None = None):
+    from lorakit.training.dataset import DataSpec
+
+    return DataSpec(
+        dataset=eval_file or params.dataset, format=params.format, raw_text=None if eval_file else params.raw_text,
+        cutoff_len=params.cutoff_len, overlap_len=params.overlap_len, newline_favor_len=params.newline_favor_len,
+        hard_cut_string=params.hard_cut_string, min_chars=params.min_chars, add_eos=params.add_eos,
+        train_only_after=params.train_only_after or None,
+    )
+
+
+def load_tokenizer(model_path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+def run(request: RunRequest) -> dict | None:
+    from lorakit.quiet import quiet_libraries
+
+    quiet_libraries()
+    from lorakit.devices import pick_device
+    from lorakit.model_resolve import resolve_model
+    from lorakit.preflight import read_model_config
+    from lorakit.training.dataset import load_examples
+    from lorakit.training.distributed import device_for, init_distributed, shutdown
+
+    params = request.params
+    model_path = resolve_model(params.model)
+    tokenizer = load_tokenizer(model_path)
+    spec = data_spec(params)
+    examples, stats = load_examples(tokenizer, spec)
+    if request.dry_run:
+        from lorakit.training.dry_run import print_dry_run, write_dry_run_json
+
+        if request.json_out:
+            write_dry_run_json(examples)
+        else:
+            print_dry_run(examples, stats, tokenizer)
+        return None
+    eval_examples = []
+    if params.eval_dataset:
+        eval_examples, _ = load_examples(tokenizer, data_spec(params, params.eval_dataset))
+
+    device = pick_device(request.cpu)
+    ctx = init_distributed(device)
+    try:
+        return _train(request, ctx, model_path, examples, stats, eval_examples, spec, read_model_config(model_path), device_for(ctx, device))
+    finally:
+        shutdown(ctx)
+
+
+def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples, spec, model_config, device) -> dict:
+    from lorakit.atomic import atomic_write_text
+    from lorakit.training.distributed import barrier
+    from lorakit.training.model_setup import attach_lora, load_base
+    from lorakit.training.params import PARAMS_FILE
+    from lorakit.training.outputs import MetricsSink, plot_loss, save_final_adapter, write_log, write_metadata
+    from lorakit.training.trainer import Trainer, TrainingInterrupted
+
+    params, output = request.params, request.output
+    resume_from = ckpt.newest_checkpoint(output) if request.mode == "resume" else None
+    if ctx.is_main:
+        for message in stats.warnings:
+            warn(message)
+        info(f"Training on {stats.count} examples ({stats.total_tokens} tokens) from {params.dataset or params.raw_text}.")
+        info(f"Loading {model_path}...")
+    session, precision = load_base(params, model_path, request.cpu)
+    peft_model = attach_lora(session.model, params)
+    params_json = params.to_json(version=__version__, model_path=str(model_path))
+
+    aside = _prepare_output(output, request.mode) if ctx.is_main else None
+    try:
+        barrier(ctx)
+        trainer = Trainer(params, peft_model, examples, eval_examples, device, precision, ctx, output, params_json)
+        start_step, log = 0, []
+        if resume_from is not None:
+            start_step, log = trainer.resume(resume_from)
+            if ctx.is_main:
+                info(f"Resuming from {resume_from.name} (step {start_step} of {trainer.plan.total_steps}).")
+        if ctx.is_main:
+            atomic_write_text(output / PARAMS_FILE, params_json)
+            info(
+                f"{trainer.plan.total_steps} optimizer steps of {trainer.plan.examples_per_step} examples "
+                f"(micro batch {params.micro_batch_size} x {trainer.plan.accumulation} accumulation x {ctx.world_size} "
+                f"process{'es' if ctx.world_size > 1 else ''}), {precision.name} on {device}, LoRA rank {params.rank} "
+                f"on {','.join(params.target_modules)}."
+            )
+        trainer.metrics = MetricsSink(params.report_to, output, ctx.is_main)
+        try:
+            result = trainer.run(start_step, log)
+        finally:
+            trainer.metrics.close()
+    except BaseException:
+        if aside is not None:
+            _restore_aside(output, aside)
+        raise
+
+    summary = {
+        "name": params.name, "output": str(output), "model": str(model_path), "stopped": result.stopped,
+        "completed_steps": result.completed_steps, "total_steps": result.total_steps, "resumed_from_step": start_step,
+        "examples": len(examples), "first_loss": result.log[0]["loss"] if result.log else None,
+        "final_loss": result.log[-1]["loss"] if result.log else None, "eval_loss": result.eval_loss,
+        "tokens_per_s": round(result.tokens_per_s, 2), "train_seconds": round(result.train_seconds, 2),
+        "precision": precision.name, "device": str(device), "world_size": ctx.world_size,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+    }
+    if ctx.is_main:
+        tensors = save_final_adapter(output, peft_model)
+        write_metadata(output, params_json, spec, model_config)
+        write_log(output, result.log, summary)
+        plot_loss(output, result.log, f"{params.name}: training loss")
+        summary["adapter_tensors"] = tensors
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    barrier(ctx)
+    if result.stopped == "interrupted":
+        where = f"saved {result.checkpoint.name} and the adapter so far" if result.checkpoint else "saved the adapter so far"
+        raise TrainingInterrupted(
+            f"interrupted at step {result.completed_steps} of {result.total_steps}: {where} in {output}",
+            f"continue with: lorakit train --name {params.name} --resume" if params.name else "continue with --resume",
+        )
+    return summary
+
+
+def _has_lora_content(folder: Path) -> bool:
+    if not folder.is_dir():
+        return False
+    names = {entry.name for entry in folder.iterdir()}
+    return bool(names & {"adapter_model.safetensors", "adapter_config.json", "adapter_model.bin"}) or any(
+        name.startswith("checkpoint-") for name in names
+    )
+
+
+def check_output(output: Path, resume: bool, overwrite: bool) -> str:
+    """Decide fresh / resume / overwrite without touching the disk."""
+    from lorakit.errors import UsageError
+
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other", "--resume continues a run, --overwrite starts it again")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output '{output}' exists and is not a folder")
+    if resume:
+        if not output.is_dir():
+            raise UsageError(f"nothing to resume: '{output}' does not exist", "start the run without --resume")
+        if ckpt.newest_checkpoint(output) is None:
+            raise UsageError(
+                f"nothing to resume in '{output}': it has no complete checkpoint",
+                "checkpoints are written every --save-steps and on Ctrl-C; start again with --overwrite",
+            )
+        return "resume"
+    if _has_lora_content(output):
+        if overwrite:
+            return "overwrite"
+        raise UsageError(
+            f"a LoRA already exists at '{output}'",
+            "pass --resume to continue its training, --overwrite to replace it, or choose another --name",
+        )
+    return "fresh"
+
+
+def _prepare_output(output: Path, mode: str) -> Path | None:
+    """Create the folder; with --overwrite move the old one aside (deleted only after success)."""
+    aside = None
+    if mode == "overwrite" and output.exists():
+        aside = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+        os.replace(output, aside)
+    output.mkdir(parents=True, exist_ok=True)
+    return aside
+
+
+def _restore_aside(output: Path, aside: Path) -> None:
+    """A replacement run failed: give the old LoRA back unless the new run already saved a checkpoint."""
+    if ckpt.newest_checkpoint(output) is None:
+        shutil.rmtree(output, ignore_errors=True)
+        os.replace(aside, output)
+    else:
+        warn(f"the replaced LoRA was kept at {aside}")
+
+
+def saved_params(output: Path) -> dict:
+    """Parameters of an earlier run in this folder (for --resume), newest checkpoint first."""
+    from lorakit.training.params import PARAMS_FILE, read_config_file
+
+    newest = ckpt.newest_checkpoint(output)
+    for candidate in ([newest / PARAMS_FILE] if newest else []) + [output / PARAMS_FILE]:
+        if candidate.is_file():
+            return read_config_file(candidate)
+    return {}
+
+
+def summary_line(summary: dict) -> str:
+    loss = summary.get("final_loss")
+    first = summary.get("first_loss")
+    loss_text = f"loss {first:.4f} -> {loss:.4f}" if loss is not None and first is not None else "no step ran"
+    return (
+        f"Trained {summary['completed_steps']}/{summary['total_steps']} steps ({loss_text}, "
+        f"{summary['tokens_per_s']:.0f} tokens/s): saved to {summary['output']}"
+    )
+
+
+def dump_json(summary: dict) -> str:
+    return json.dumps(summary, indent=2)

@@ -1,0 +1,120 @@
+"""Load the base through the loader registry (capability-checked), resolve the precision, attach the LoRA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorakit.errors import CapabilityError, UsageError
+from lorakit.training.params import ALL_LINEAR, TrainParams
+
+
+@dataclass
+class Precision:
+    name: str  # fp32 / bf16 / fp16 (resolved, never "auto")
+    autocast_dtype: Any  # torch dtype or None
+    load_dtype: str  # what the loader is asked for
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 matmuls (avx512_bf16 / AMX): only then is bf16 autocast faster than fp32 on a CPU."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # older torch builds without the probe
+        return False
+
+
+def resolve_precision(requested: str, device: str) -> Precision:
+    """``auto`` = bf16 autocast where the hardware runs bf16 natively, else fp16 on old GPUs, else fp32.
+
+    The frozen base is loaded in the autocast dtype (half the memory, no per-step weight casts);
+    the LoRA weights stay fp32 (PEFT upcasts adapters), so the optimizer updates full-precision
+    weights.
+    """
+    import torch
+
+    name = requested
+    if name == "auto":
+        if device.startswith("cuda"):
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device == "cpu" and cpu_supports_bf16():
+            name = "bf16"
+        else:
+            name = "fp32"
+    if name == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise UsageError("--precision bf16 is not supported by this GPU", "use --precision fp16 or fp32")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return Precision(name, dtype, name)
+
+
+def load_base(params: TrainParams, model_path: Path, cpu: bool):
+    """A Session from the chosen loader, refusing loaders that cannot train."""
+    from lorakit.devices import pick_device
+    from lorakit.loader_api import LoadOptions
+    from lorakit.loader_registry import backends_that, choose_loader
+
+    device = pick_device(cpu)
+    precision = resolve_precision(params.precision, device)
+    options = LoadOptions(
+        dtype=precision.load_dtype, load_in_8bit=params.load_in_8bit, load_in_4bit=params.load_in_4bit,
+        cpu=cpu, purpose="train",
+    )
+    loader = choose_loader(model_path, options)
+    if not loader.capabilities.train:
+        raise CapabilityError(f"loader '{loader.name}' cannot train LoRAs", backends_that(lambda c: c.train, "train"))
+    session = loader.load(model_path, options)
+    if params.load_in_4bit:
+        disable_cpu_4bit_repack(session.model)
+    return session, precision
+
+
+def disable_cpu_4bit_repack(model) -> int:
+    """bitsandbytes on CPU repacks 4-bit weights after a no-grad forward, and from then on no LoRA
+    parameter gets a gradient (GUIDE.md). Turning the avx512-bf16 path off on every Linear4bit
+    before training avoids it; done here too in case another loader produced the model."""
+    changed = 0
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit" and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
+def lora_config(params: TrainParams):
+    from peft import LoraConfig
+
+    init = str(params.init_lora_weights).lower()
+    init_value: Any = {"default": True, "false": False}.get(init, init)
+    targets: Any = "all-linear" if params.target_modules == [ALL_LINEAR] else list(params.target_modules)
+    return LoraConfig(
+        r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=targets,
+        bias="none", task_type="CAUSAL_LM", use_rslora=params.use_rslora, use_dora=params.use_dora,
+        init_lora_weights=init_value,
+    )
+
+
+def attach_lora(model, params: TrainParams):
+    """A trainable PEFT model; the LoRA init is seeded so runs with the same seed start alike."""
+    import torch
+    from peft import get_peft_model
+
+    model.config.use_cache = False  # a KV cache disables packed-sequence masks (see training/batching.py)
+    torch.manual_seed(params.seed)
+    try:
+        peft_model = get_peft_model(model, lora_config(params))
+    except ValueError as error:
+        text = str(error)
+        if "not found in the base model" in text or "Target modules" in text:
+            names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})
+            raise UsageError(
+                f"--target-modules {','.join(params.target_modules)} matches no layer of this model",
+                "its linear layers are: " + ", ".join(names) + " (or pass all-linear)",
+            ) from None
+        raise
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    if not trainable:
+        raise UsageError("the LoRA has no trainable parameter", "check --target-modules")
+    return peft_model
