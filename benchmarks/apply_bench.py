@@ -21,7 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import device_label, interleave, record
+from benchmarks.harness import device_label, interleave, progress, record
 from benchmarks.models import chat_ids, load_reference, make_adapter, smollm2
 
 NAME = "apply"
@@ -65,6 +65,7 @@ def run(quick: bool) -> list[dict]:
     model_dir = smollm2()
     options = LoadOptions()
     with tempfile.TemporaryDirectory(prefix="lorakit-bench-apply-") as tmp:
+        progress("apply: making a PEFT adapter and opening a lorakit session")
         adapter = make_adapter(model_dir, Path(tmp) / "lora", seed=1)
         session, _ = open_session(None, options=options, quiet=True)
         device = session.device()
@@ -72,6 +73,7 @@ def run(quick: bool) -> list[dict]:
         label = device_label(device)
         input_ids = chat_ids(session.tokenizer)
         tolerance = LOGIT_TOLERANCE["cuda" if device.startswith("cuda") else "cpu"]
+        progress("apply: checking attach/remove against PEFT and the base")
         ok, checked = _check(session, model_dir, adapter, input_ids, dtype, tolerance)
         if not ok:
             return [record(NAME, "add_remove_vs_reload_s", None, None, check_ok=False, checked=checked, device=label, target="<= 0.05")]
@@ -86,6 +88,7 @@ def run(quick: bool) -> list[dict]:
             model, tokenizer = load_reference(model_dir, device, dtype)
             del model, tokenizer
 
+        progress(f"apply: {5 if quick else 15} interleaved rounds")
         samples = interleave({"lorakit": attach_detach, "reference": reload}, repeats=5 if quick else 15, warmup=1)
         if _max_diff(session.forward_logits(input_ids), base_logits) != 0.0:
             return [record(NAME, "add_remove_vs_reload_s", None, None, check_ok=False, device=label, target="<= 0.05",

@@ -6,14 +6,16 @@ Data: one chat prompt (the model's chat template), greedy decoding, exactly N ne
 5 interleaved rounds with --quick, 7 otherwise (the order rotates each round), after a short
 warm-up generation on every side.
 Adapters: PEFT LoRAs made in a temp folder: A = r 8 / alpha 16 on q_proj, v_proj (the alpaca-lora
-recipe), B = r 16 / alpha 16 on q_proj, k_proj, v_proj, o_proj; the pair runs as A:0.7 + B:0.5.
+recipe), B = r 16 / alpha 16 on q_proj, k_proj, v_proj, o_proj, C = r 8 / alpha 16 on all seven linear
+layers (the QLoRA recipe); 1 LoRA is measured with A and with C, the pair runs as A:0.7 + B:0.5.
 lorakit side: ``lorakit.session_factory.open_session`` + ``lorakit.generation.generate``, one session
 per configuration. Reference: the plain transformers base (``AutoModelForCausalLM.from_pretrained``,
 same device and dtype) calling ``model.generate``, interleaved with the lorakit sides in one process.
 Checked before any ratio: lorakit's base produces exactly the reference tokens; lorakit's logits with
-A equal PEFT's (``PeftModel.from_pretrained``) and differ from the base; A:0.7 + B:0.5 equals PEFT's
-``add_weighted_adapter(combination_type="cat")``.
-Target: base + 1 LoRA >= 0.97x the plain base. The base-alone and 2-LoRA ratios are reported without a target.
+A and with C equal PEFT's (``PeftModel.from_pretrained``) and differ from the base; A:0.7 + B:0.5
+equals PEFT's ``add_weighted_adapter(combination_type="cat")``. With one CPU thread the note also gives
+the ratio per CPU-second, a second opinion less swayed by other processes than wall time.
+Target: base + 1 LoRA (A and C) >= 0.97x the plain base. Base alone and 2 LoRAs: reported without a target.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import device_label, failed, interleave, record
+from benchmarks.harness import device_label, failed, interleave, paired_ratio, progress, record
 from benchmarks.models import chat_ids, load_reference, make_adapter, smollm2
 
 NAME = "generate"
 LOGIT_TOLERANCE = {"cpu": 1e-4, "cuda": 5e-2}  # bf16 on CUDA rounds differently along the two paths
 PAIR = (0.7, 0.5)
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def _fixed_length_settings(tokens: int):
@@ -55,24 +58,39 @@ def _check(sessions, reference, input_ids, adapters, tolerance, base_tokens, ref
     if base_tokens != reference_tokens:
         return False, "lorakit base tokens differ from transformers' generate"
     ids = input_ids.to(reference.device)
+    diffs, effects = {}, []
     with torch.no_grad():
         base_logits = reference(input_ids=ids).logits
-        peft = PeftModel.from_pretrained(reference, str(adapters[0]), adapter_name="one")
-        one_logits = peft(input_ids=ids).logits
-        peft.load_adapter(str(adapters[1]), adapter_name="two")
+        for label in SINGLES:
+            peft = PeftModel.from_pretrained(reference, str(adapters[SINGLES[label]]), adapter_name="one")
+            expected = peft(input_ids=ids).logits
+            peft.unload()  # the reference model is plain again
+            diffs[label] = _max_diff(sessions[label].forward_logits(input_ids), expected)
+            effects.append(_max_diff(expected, base_logits))
+        peft = PeftModel.from_pretrained(reference, str(adapters["A"]), adapter_name="one")
+        peft.load_adapter(str(adapters["B"]), adapter_name="two")
         peft.add_weighted_adapter(["one", "two"], list(PAIR), adapter_name="pair", combination_type="cat")
         peft.set_adapter("pair")
-        pair_logits = peft(input_ids=ids).logits
-        peft.unload()  # the reference model is plain again
-    one_diff = _max_diff(sessions["1 LoRA"].forward_logits(input_ids), one_logits)
-    pair_diff = _max_diff(sessions["2 LoRAs"].forward_logits(input_ids), pair_logits)
-    effect = _max_diff(one_logits, base_logits)
-    text = f"same {len(base_tokens)} greedy tokens; logits vs PEFT: 1 LoRA {one_diff:.1e}, 2 LoRAs {pair_diff:.1e} (LoRA moves logits {effect:.2f})"
-    if one_diff > tolerance or pair_diff > tolerance:
+        expected = peft(input_ids=ids).logits
+        peft.unload()
+    diffs["2 LoRAs"] = _max_diff(sessions["2 LoRAs"].forward_logits(input_ids), expected)
+    shown = ", ".join(f"{label} {diff:.1e}" for label, diff in diffs.items())
+    text = f"same {len(base_tokens)} greedy tokens as transformers; logits vs PEFT: {shown}; a LoRA moves logits >= {min(effects):.2f}"
+    if max(diffs.values()) > tolerance:
         return False, text
-    if effect < 10 * tolerance:
-        return False, f"the LoRA barely changes the logits ({effect:.1e}): it would measure nothing"
+    if min(effects) < 10 * tolerance:
+        return False, f"a LoRA barely changes the logits ({min(effects):.1e}): it would measure nothing"
     return True, text
+
+
+def _cpu_note(samples, side: str) -> str:
+    """With one CPU thread, tokens per CPU-second: less swayed by other processes than wall time."""
+    import torch
+
+    if torch.get_num_threads() != 1 or any(s["cpu_seconds"] <= 0 for runs in samples.values() for s in runs):
+        return ""
+    rate = {name: [s["tokens"] / s["cpu_seconds"] for s in runs] for name, runs in samples.items()}
+    return f"; per CPU-second ratio {paired_ratio(rate[side], rate['reference']):.3f}"
 
 
 def run(quick: bool) -> list[dict]:
@@ -87,18 +105,22 @@ def run(quick: bool) -> list[dict]:
     model_dir = smollm2()
     settings = _fixed_length_settings(tokens)
     with tempfile.TemporaryDirectory(prefix="lorakit-bench-gen-") as tmp:
-        lora_a = make_adapter(model_dir, Path(tmp) / "lora-a", seed=1)
-        lora_b = make_adapter(model_dir, Path(tmp) / "lora-b", seed=2, r=16, targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+        progress("generate: making 3 PEFT adapters")
+        adapters = {
+            "A": make_adapter(model_dir, Path(tmp) / "lora-a", seed=1),
+            "B": make_adapter(model_dir, Path(tmp) / "lora-b", seed=2, r=16, targets=("q_proj", "k_proj", "v_proj", "o_proj")),
+            "C": make_adapter(model_dir, Path(tmp) / "lora-c", seed=3, targets=ALL_LINEAR),
+        }
         options = LoadOptions()
-        configs = {"base": [], "1 LoRA": [str(lora_a)], "2 LoRAs": [f"{lora_a}:{PAIR[0]}", f"{lora_b}:{PAIR[1]}"]}
+        configs = {"base": [], "1 LoRA": [str(adapters["A"])], "1 LoRA all": [str(adapters["C"])],
+                   "2 LoRAs": [f"{adapters['A']}:{PAIR[0]}", f"{adapters['B']}:{PAIR[1]}"]}
+        progress("generate: opening 4 lorakit sessions and the plain transformers model")
         sessions = {label: open_session(None, loras, options=options, quiet=True)[0] for label, loras in configs.items()}
         device = sessions["base"].device()
         reference, tokenizer = load_reference(model_dir, device, torch_dtype(options.dtype, device))
         input_ids = chat_ids(tokenizer)
         label = device_label(device)
         tolerance = LOGIT_TOLERANCE["cuda" if device.startswith("cuda") else "cpu"]
-
-        outputs: dict[str, list[int]] = {}
 
         def lorakit_side(name):
             def call():
@@ -111,28 +133,37 @@ def run(quick: bool) -> list[dict]:
                 out = reference.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.eos_token_id, **settings.generate_kwargs())
             new = out[0, ids.shape[1]:].tolist()
             tokenizer.decode(new, skip_special_tokens=True)  # lorakit's side decodes too
-            outputs["reference"] = new
-            return {"tokens": len(new)}
+            return {"tokens": len(new), "ids": new}
 
+        progress("generate: checking every configuration against transformers and PEFT")
         with torch.no_grad():
             base_tokens = sessions["base"].generate_ids(input_ids, settings).tolist()
-        reference_side()
-        ok, checked = _check(sessions, reference, input_ids, (lora_a, lora_b), tolerance, base_tokens, outputs["reference"])
+        ok, checked = _check(sessions, reference, input_ids, adapters, tolerance, base_tokens, reference_side()["ids"])
         if not ok:
-            return [record(NAME, f"tokens_per_s_{key}", None, None, check_ok=False, checked=checked, device=label) for key in ("base", "1lora", "2lora")]
+            return [record(NAME, metric, None, None, check_ok=False, checked=checked, device=label, target=METRICS[metric][1]) for metric in METRICS]
 
         warm = _fixed_length_settings(4)
         for session in sessions.values():  # first calls allocate caches; a few tokens are enough to warm up
             generate(session, input_ids, warm)
         sides = {"reference": reference_side, **{name: lorakit_side(name) for name in sessions}}
+        progress(f"generate: {repeats} interleaved rounds of {len(sides)} sides x {tokens} tokens")
         samples = interleave(sides, repeats=repeats, warmup=0, rotate=True)
-        speed = {name: [s["tokens"] / s["seconds"] for s in runs] for name, runs in samples.items()}
+        progress("generate: done")
         counts = {s["tokens"] for runs in samples.values() for s in runs}
         if counts != {tokens}:
             return [failed(NAME, f"sides generated {sorted(counts)} tokens, expected exactly {tokens}", device=label)]
-        common = dict(device=label, unit="tok/s", checked=checked)
+        speed = {name: [s["tokens"] / s["seconds"] for s in runs] for name, runs in samples.items()}
         return [
-            record(NAME, "tokens_per_s_base", speed["base"], speed["reference"], note="lorakit, no LoRA, vs plain transformers", **common),
-            record(NAME, "tokens_per_s_1lora", speed["1 LoRA"], speed["reference"], target=">= 0.97", note="lorakit + LoRA A vs plain base", **common),
-            record(NAME, "tokens_per_s_2lora", speed["2 LoRAs"], speed["reference"], note=f"lorakit + A:{PAIR[0]} + B:{PAIR[1]} vs plain base", **common),
+            record(NAME, metric, speed[side], speed["reference"], target=target, checked=checked, device=label, unit="tok/s",
+                   note=f"{what} vs the plain transformers base" + (_cpu_note(samples, side) if device == "cpu" else ""))
+            for metric, (side, target, what) in METRICS.items()
         ]
+
+
+SINGLES = {"1 LoRA": "A", "1 LoRA all": "C"}
+METRICS = {
+    "tokens_per_s_base": ("base", None, "lorakit, no LoRA,"),
+    "tokens_per_s_1lora": ("1 LoRA", ">= 0.97", "lorakit + LoRA A (q,v)"),
+    "tokens_per_s_1lora_all_linear": ("1 LoRA all", ">= 0.97", "lorakit + LoRA C (all 7 linear layers)"),
+    "tokens_per_s_2lora": ("2 LoRAs", None, f"lorakit + A:{PAIR[0]} + B:{PAIR[1]}"),
+}

@@ -5,17 +5,20 @@ settings, reference and target, and which exposes ``run(quick: bool) -> list[dic
 metric. ``python -m benchmarks run`` runs each module in its own process, so a crash or a leak in one
 never spoils the others. The API a module uses::
 
-    from benchmarks.harness import interleave, series, summarize, paired_ratio, record, failed
+    from benchmarks.harness import interleave, series, summarize, paired_ratio, record, failed, progress
 
     samples = interleave({"lorakit": run_lorakit, "reference": run_reference}, repeats=5, warmup=1)
-    # One warm-up round, then A B A B ... (rotate=True: A B, B A, ...): each side's call is timed with perf_counter (CUDA is
-    # synchronised) and gc runs between calls, outside the timing. A sample is a dict:
-    # {"seconds": wall} plus what the callable returned (a dict is merged, a number is "value").
-    mine, theirs = series(samples["lorakit"], "tokens_per_s"), series(samples["reference"], "tokens_per_s")
+    # One warm-up round, then A B A B ... (rotate=True: A B, B A, ...). Each call is timed with
+    # perf_counter (CUDA synchronised), gc runs between calls outside the timing. A sample is a dict:
+    # {"seconds": wall, "cpu_seconds": this process's CPU time} plus what the callable returned
+    # (a dict such as {"tokens": 32} is merged, a number is stored as "value").
+    mine = [s["tokens"] / s["seconds"] for s in samples["lorakit"]]   # or series(samples["lorakit"])
+    theirs = [s["tokens"] / s["seconds"] for s in samples["reference"]]
     summarize(mine)                 # Stats(median, min, max, n)
     paired_ratio(mine, theirs)      # median over rounds of mine[i] / theirs[i]
     record("generate", "tokens_per_s", mine, theirs, target=">= 0.97", checked="same 32 tokens",
-           device="cpu", unit="tok/s")
+           device=device_label("cpu"), unit="tok/s")
+    progress("generate: timing")    # a time-stamped line on stderr
 
 ``record`` takes numbers or lists of samples (lists become median + range and the ratio is paired).
 The ratio is always lorakit / reference; ``target`` is a comparison on that ratio (">= 1.5",
@@ -49,6 +52,12 @@ REQUIRED_KEYS = ("benchmark", "metric", "lorakit", "reference", "ratio", "target
 
 _TARGET = re.compile(r"^\s*(>=|<=|>|<|==)\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*x?\s*$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_STARTED = time.perf_counter()  # this benchmark process's start, for progress()
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, stamped with the seconds since this benchmark process started."""
+    print(f"[{time.perf_counter() - _STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 # ---- interleaving and statistics -------------------------------------------------------------
@@ -61,10 +70,10 @@ def _synchronise() -> None:
 def _timed(call: Callable[[], Any]) -> dict:
     gc.collect()
     _synchronise()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = call()
     _synchronise()
-    sample = {"seconds": time.perf_counter() - started}
+    sample = {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started}
     if isinstance(result, dict):
         sample.update(result)
     elif isinstance(result, (int, float)) and not isinstance(result, bool):

@@ -8,7 +8,8 @@ lorakit side: ``python -m lorakit merge MODEL --lora ADAPTER --output DIR --no-v
 Reference: a fresh process that loads the base with transformers (fp32), attaches the adapter with
 ``PeftModel.from_pretrained``, calls ``merge_and_unload()`` and ``save_pretrained()``.
 Both sides: wall time of the whole process (imports included, as a user experiences it) and its own peak
-RSS (os.wait4), interleaved, one warm-up round, 1 timed round with --quick, 3 otherwise; CPU only
+RSS, which each process reports itself (VmHWM): os.wait4's ru_maxrss would include the parent's (this
+benchmark holds torch and the model), inherited at exec. Interleaved, one warm-up round, 1 timed round with --quick, 3 otherwise; CPU only
 (the streaming merge reads and writes on the host whatever the device).
 Checked before the ratios: both outputs hold the same tensor names and values (max abs difference),
 and the lorakit output's logits on a prompt equal base + unmerged LoRA (PEFT) within 1e-4.
@@ -18,6 +19,7 @@ streaming promise, peak RSS <= 1.5x (largest input shard + adapter).
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +35,11 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 base = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
 PeftModel.from_pretrained(base, sys.argv[2]).merge_and_unload().save_pretrained(sys.argv[3])
+try:  # this process's own peak (VmHWM), in MB
+    print([int(line.split()[1]) * 1024 / 1e6 for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
+except OSError:
+    import resource
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
 """
 
 
@@ -69,17 +76,17 @@ def run(quick: bool) -> list[dict]:
         def lorakit_side():
             shutil.rmtree(ours, ignore_errors=True)
             done = run_command([sys.executable, "-m", "lorakit", "merge", str(model_dir), "--lora", str(adapter), "--output", str(ours),
-                                "--no-verify", "--cpu"], env=env, timeout=900)
+                                "--no-verify", "--cpu", "--json"], env=env, timeout=900)
             if done.returncode != 0:
                 raise RuntimeError(f"lorakit merge exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
-            return {"rss_mb": done.peak_rss_bytes / 1e6, "wall": done.seconds}
+            return {"rss_mb": json.loads(done.stdout)["peak_rss_mb"], "wall": done.seconds}
 
         def peft_side():
             shutil.rmtree(theirs, ignore_errors=True)
             done = run_command([sys.executable, "-c", PEFT_MERGE, str(model_dir), str(adapter), str(theirs)], env=env, timeout=900)
             if done.returncode != 0:
                 raise RuntimeError(f"PEFT merge exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
-            return {"rss_mb": done.peak_rss_bytes / 1e6, "wall": done.seconds}
+            return {"rss_mb": float(done.stdout.strip().splitlines()[-1]), "wall": done.seconds}
 
         samples = interleave({"lorakit": lorakit_side, "reference": peft_side}, repeats=1 if quick else 3, warmup=1)
         ok, checked = _check(model_dir, adapter, ours, theirs)

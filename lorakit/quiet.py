@@ -36,6 +36,9 @@ def quiet_libraries() -> None:
     quiet_logs()
     if os.environ.get("LORAKIT_DEBUG"):
         return
+    from lorakit.plugins.gptq_engine import quiet_engine
+
+    quiet_engine()  # GPTQModel logs to stdout, and PEFT imports it when attaching LoRAs
     try:
         from transformers.utils import logging as hf_logging
 

@@ -39,9 +39,16 @@ class LoraRef:
 @dataclass
 class EvalConfig:
     terms: list[tuple[LoraRef, float]] = field(default_factory=list)
+    typed: str = ""  # the --compare item; the label when two adapters share a folder name
+
+    @property
+    def identity(self) -> tuple:
+        return tuple((ref.key, weight) for ref, weight in self.terms)
 
     @property
     def label(self) -> str:
+        if self.typed:
+            return self.typed
         if not self.terms:
             return BASE
         return "+".join(_short(ref) + (f":{weight:g}" if weight != 1.0 else "") for ref, weight in self.terms)
@@ -83,16 +90,18 @@ def build_configs(lora_texts, compare: str | None) -> tuple[list[EvalConfig], li
     if not compare:
         _check_unique(given, "--lora")
         return [EvalConfig(given)], refs.items
-    configs, seen = [], set()
+    configs: list[EvalConfig] = []
     for item in compare.split(","):
         item = item.strip()
         if not item:
             raise UsageError(f"--compare '{compare}' has an empty item", "write e.g. --compare base,my-lora,my-lora:0.5")
         config = EvalConfig() if item == BASE else EvalConfig([_term(refs, part, item) for part in item.split("+")])
         _check_unique(config.terms, f"--compare item '{item}'")
-        if config.label not in seen:
-            seen.add(config.label)
-            configs.append(config)
+        if any(other.identity == config.identity for other in configs):
+            continue  # listed twice: scored once
+        if any(other.label == config.label for other in configs):
+            config.typed = item  # e.g. a/lora and b/lora: both would read "lora"
+        configs.append(config)
     return configs, refs.items
 
 

@@ -81,7 +81,7 @@ def precision_text(options: LoadOptions) -> tuple[str, str]:
 
 class Run:
     def __init__(self, request: EvalRequest):
-        from lorakit.loader_registry import choose_loader
+        from lorakit.loader_registry import check_lora_plan, choose_loader
         from lorakit.model_resolve import resolve_model
 
         self.request = request
@@ -91,6 +91,8 @@ class Run:
         self.configs, self.refs = build_configs(request.loras, request.compare)
         self.model_path = resolve_model(request.model)
         self.loader = choose_loader(self.model_path, request.options, request.loader_name)
+        for config in self.configs:  # a LoRA set or weight the backend cannot do fails before any load
+            check_lora_plan(self.loader, [weight for _, weight in config.terms])
         self.max_length, self.stride = window_settings(request.max_length, request.stride, model_context(self.model_path))
         self.device, self.dtype = precision_text(request.options)
         self.dataset_hash = self.dataset.fingerprint()

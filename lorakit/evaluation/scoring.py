@@ -10,8 +10,9 @@ Two ways to get logits, one result:
 
 Windows of one shape are stacked with no padding (see :func:`lorakit.evaluation.windows.batches`),
 so there is no attention mask and batched results equal one-window-at-a-time results. The loss is
-taken in fp32 per window row, so a bf16 model's logits are not copied to fp32 all at once. Totals
-are accumulated in fp64. On a CUDA out-of-memory error the batch is halved and retried.
+taken in fp32 per window row, so a bf16 model's logits are not copied to fp32 all at once; window
+sums are added up in Python floats (fp64, and MPS has no fp64 tensors). On a CUDA out-of-memory
+error the batch is halved and retried.
 """
 
 from __future__ import annotations
@@ -101,8 +102,7 @@ class WindowScorer:
         """Score every window; ``advance(windows_done, tokens_done)`` is called after each batch."""
         import torch
 
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        tokens = 0
+        nll_sum, tokens = 0.0, 0
         pending = list(batches(windows, self.batch_size))
         while pending:
             batch = pending.pop(0)
@@ -115,11 +115,11 @@ class WindowScorer:
                 self.batch_size = max(1, len(batch) // 2)
                 pending[:0] = list(batches(batch, self.batch_size))
                 continue
-            total += nll
+            nll_sum += nll
             tokens += counted
             if advance:
                 advance(len(batch), counted)
-        return NllTotal(float(total.item()), tokens)
+        return NllTotal(nll_sum, tokens)
 
     def _score_batch(self, batch: list[Window]):
         import torch
@@ -134,9 +134,11 @@ class WindowScorer:
                 logits = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
             else:
                 logits = self.session.forward_logits(ids)[:, first - 1 :]
-            nll = torch.zeros((), dtype=torch.float64, device=logits.device)
-            for row in range(len(batch)):
-                row_logits = logits[row, : length - first].float()
-                nll += F.cross_entropy(row_logits, targets[row], ignore_index=IGNORE_INDEX, reduction="none").double().sum()
+            targets = targets.to(logits.device)  # a model spread over devices returns logits on its last one
+            row_sums = [
+                F.cross_entropy(logits[row, : length - first].float(), targets[row], ignore_index=IGNORE_INDEX, reduction="sum")
+                for row in range(len(batch))
+            ]
+            nll = sum(torch.stack(row_sums).tolist())  # one transfer per batch; summed in Python floats (fp64)
             counted = int((targets != IGNORE_INDEX).sum())
-        return nll.to(self.device), counted
+        return nll, counted

@@ -43,8 +43,18 @@ class MergeRequest:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's own peak resident memory so far, in MB.
+
+    Linux: ``VmHWM``. ``ru_maxrss`` is not used there because a child started from a large parent
+    inherits the parent's high-water mark at exec, so it would report the parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
 
 
@@ -97,6 +107,7 @@ def run_merge(request: MergeRequest) -> dict:
     else:
         report.update(_merge_into_base(request, loras, model_path, config, quant, output))
     report["seconds"] = round(time.perf_counter() - started, 2)
+    report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return report
 
 

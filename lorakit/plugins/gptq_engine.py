@@ -8,6 +8,7 @@ arrive as exceptions.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -21,20 +22,6 @@ def engine_environment() -> None:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(2, os.cpu_count() or 1))))
 
 
-def quiet_engine() -> None:
-    """GPTQModel logs a banner and dozens of INFO lines per load; keep its warnings only (LORAKIT_DEBUG: all)."""
-    if os.environ.get("LORAKIT_DEBUG"):
-        return
-    import logging
-
-    logging.getLogger("tokenicer").setLevel(logging.WARNING)
-    try:
-        from logbar import LogBar  # GPTQModel's logger; set before gptqmodel is imported, or the banner shows
-    except ImportError:
-        return
-    LogBar.shared().setLevel(logging.WARNING)
-
-
 @contextlib.contextmanager
 def quiet_engine_stdout():
     if os.environ.get("LORAKIT_DEBUG"):
@@ -43,6 +30,25 @@ def quiet_engine_stdout():
         return
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         yield
+
+
+def quiet_engine() -> None:
+    """Silence GPTQModel's logger (logbar), which writes a banner, INFO and WARN lines to *stdout*.
+
+    It must run before anything imports gptqmodel, and PEFT does so while attaching any LoRA when
+    gptqmodel is installed (its GPTQ dispatcher probes for it), so ``lorakit.quiet`` calls this for
+    every command that loads a model; otherwise ``--json`` output would start with a banner.
+    ``LORAKIT_DEBUG=1`` keeps everything. Cheap when gptqmodel is not installed.
+    """
+    if os.environ.get("LORAKIT_DEBUG") or importlib.util.find_spec("logbar") is None:
+        return
+    import logging
+
+    logging.getLogger("tokenicer").setLevel(logging.WARNING)
+    with quiet_engine_stdout():  # creating logbar's logger prints an empty line on stdout
+        from logbar import LogBar
+
+        LogBar.shared().setLevel(logging.ERROR)
 
 
 def engine_dtype(options: LoadOptions, device: str):

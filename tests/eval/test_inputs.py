@@ -115,3 +115,11 @@ def test_cache_key_changes_with_every_part(lorakit_home):
     assert records.cache_get(key) == {"perplexity": 3.5}
     (records.cache_folder() / f"{key}.json").write_text("{broken")
     assert records.cache_get(key) is None  # a damaged entry is recomputed, never trusted
+
+
+def test_two_adapters_with_one_folder_name_keep_distinct_labels(tmp_path, lorakit_home):
+    for parent in ("a", "b"):
+        (tmp_path / parent / "lora").mkdir(parents=True)
+    configs, refs = build_configs([], f"base,{tmp_path}/a/lora,{tmp_path}/b/lora,{tmp_path}/a/lora")
+    assert len(refs) == 2 and len(configs) == 3
+    assert configs[1].label == "lora" and configs[2].label == f"{tmp_path}/b/lora"

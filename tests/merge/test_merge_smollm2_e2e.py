@@ -1,7 +1,8 @@
 """End to end on the real SmolLM2-135M: lorakit's streaming merge vs PEFT merge_and_unload() + save_pretrained().
 
-Both run in their own process, so their peak RSS is their own (os.wait4). The streaming merge must stay
-near one input shard plus the adapter (target <= 1.5 x), write the same tensors as PEFT, and verify.
+Both run in their own process and report their own peak RSS (VmHWM; a child's ru_maxrss would include
+this big pytest parent's, inherited at exec). The streaming merge must stay near one input shard plus
+the adapter (target <= 1.5 x), write the same tensors as PEFT, and verify.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 base = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
 PeftModel.from_pretrained(base, sys.argv[2]).merge_and_unload().save_pretrained(sys.argv[3])
+try:  # this process's own peak (VmHWM), in MB
+    print([int(line.split()[1]) * 1024 / 1e6 for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
+except OSError:
+    import resource
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
 """
 
 
@@ -54,7 +60,7 @@ def test_streaming_merge_of_smollm2(smollm2_dir, tmp_path):
 
     shard_mb = (smollm2_dir / "model.safetensors").stat().st_size / 1e6
     adapter_mb = (adapter / "adapter_model.safetensors").stat().st_size / 1e6
-    merge_peak, whole_peak, peft_peak = report["peak_rss_merge_mb"], ours.peak_rss_bytes / 1e6, theirs.peak_rss_bytes / 1e6
+    merge_peak, whole_peak, peft_peak = report["peak_rss_merge_mb"], report["peak_rss_mb"], float(theirs.stdout.strip().splitlines()[-1])
     print(
         f"\nSmolLM2 merge: lorakit {ours.seconds:.1f} s (verification included), peak RSS {merge_peak:.0f} MB while merging, "
         f"{whole_peak:.0f} MB with verification; PEFT merge_and_unload+save_pretrained {theirs.seconds:.1f} s, peak RSS {peft_peak:.0f} MB; "

@@ -1,8 +1,5 @@
 """LoRA training on a 4-bit GPTQ base: every LoRA tensor gets a gradient and the loss goes down."""
 
-import importlib.util
-
-import pytest
 import torch
 
 from lorakit.loader_api import LoadOptions
@@ -42,22 +39,22 @@ def test_peft_lora_trains_on_the_patched_gptq_model(tiny_gptq_dir):
     assert all(later <= earlier + 1e-3 for earlier, later in zip(losses, losses[1:]))
 
 
-@pytest.mark.xfail(
-    importlib.util.find_spec("lorakit.commands.train") is None,
-    reason="`lorakit train` is not written yet (lorakit/commands/train.py)",
-    strict=False,
-)
-def test_lorakit_train_cli_lowers_the_loss_on_a_gptq_base(tiny_gptq_dir, tmp_path, run_cli):
+def test_lorakit_train_lowers_the_loss_on_a_gptq_base(tiny_gptq_dir, tmp_path, run_cli):
     import json
 
-    data = tmp_path / "data.json"
-    data.write_text(json.dumps([{"instruction": "Name the capital of France.", "output": "Paris."}] * 8))
-    out = tmp_path / "lora-out"
+    rows = [{"instruction": f"What is fact number {i}?", "input": "", "output": f"Fact {i} is that the fox is brown."} for i in range(8)]
+    data = tmp_path / "facts.json"
+    data.write_text(json.dumps(rows))
+    out = tmp_path / "gptq-lora"
     code, stdout, stderr = run_cli(
-        "train", str(tiny_gptq_dir), "--loader", "gptq_monkeypatch", "--dataset", str(data), "--format", "alpaca",
-        "--output", str(out), "--max-steps", "20", "--learning-rate", "1e-2", "--json",
+        "train", str(tiny_gptq_dir), "--dataset", str(data), "--format", "alpaca", "--output", str(out),
+        "--epochs", "5", "--batch-size", "4", "--micro-batch-size", "4", "--warmup-steps", "0", "--learning-rate", "1e-2",
+        "--rank", "8", "--alpha", "16", "--dropout", "0", "--target-modules", "all-linear", "--json",
+        env={"LORAKIT_DISABLE_PLUGINS": "autogptq_loader"},  # the GPTQ checkpoint then resolves to gptq_monkeypatch
     )
     assert code == 0, stderr
-    result = json.loads(stdout)
-    assert result["final_loss"] < result["first_loss"]
+    summary = json.loads(stdout)
+    print(f"\nlorakit train on the 4-bit GPTQ tiny model: loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}")
+    assert summary["completed_steps"] == 10
+    assert summary["final_loss"] < summary["first_loss"] - 0.3
     assert (out / "adapter_model.safetensors").is_file()
