@@ -10,7 +10,7 @@ the warm-up the files sit in the page cache, so this is the fastest a reload get
 Interleaved, one warm-up round, 5 runs with --quick, 15 otherwise.
 Checked before the ratio: with the LoRA attached lorakit's logits equal PEFT's (PeftModel.from_pretrained)
 and differ from the base; after remove_lora, and again after all timed runs, the logits equal the base's
-bit for bit; the reloaded base gives the base's logits.
+bit for bit (on CPU; within the logit tolerance on GPU); the reloaded base gives the base's logits.
 Target: add + remove <= 0.05x a reload.
 """
 
@@ -50,7 +50,8 @@ def _check(session, model_dir, adapter, input_ids, dtype, tolerance) -> tuple[bo
     gc.collect()
     vs_peft, restored, reload_diff, effect = _max_diff(attached, expected), _max_diff(after, base), _max_diff(reloaded, base), _max_diff(attached, base)
     text = f"attached vs PEFT {vs_peft:.1e}; removed vs base {restored:.1e}; reload vs base {reload_diff:.1e}; LoRA moves logits {effect:.2f}"
-    if vs_peft > tolerance or restored != 0.0 or reload_diff > tolerance:
+    exact = 0.0 if session.device() == "cpu" else tolerance  # GPU kernels may pick other algorithms run to run
+    if vs_peft > tolerance or restored > exact or reload_diff > tolerance:
         return False, text
     if effect < 10 * tolerance:
         return False, f"the LoRA barely changes the logits ({effect:.1e}): attaching it proves nothing"
@@ -90,7 +91,7 @@ def run(quick: bool) -> list[dict]:
 
         progress(f"apply: {5 if quick else 15} interleaved rounds")
         samples = interleave({"lorakit": attach_detach, "reference": reload}, repeats=5 if quick else 15, warmup=1)
-        if _max_diff(session.forward_logits(input_ids), base_logits) != 0.0:
+        if _max_diff(session.forward_logits(input_ids), base_logits) > (0.0 if device == "cpu" else tolerance):
             return [record(NAME, "add_remove_vs_reload_s", None, None, check_ok=False, device=label, target="<= 0.05",
                            checked="after the timed add/remove cycles the base logits changed")]
         timed = len(samples["lorakit"])

@@ -3,7 +3,7 @@
 Model and data: none. lorakit side: the installed `lorakit` console script with `--help` (or
 `python -m lorakit --help` when the script is not on PATH), each run a fresh process. Reference:
 `python -c pass` on the same interpreter, the floor every Python command starts from. Interleaved,
-one warm-up round, 10 runs with --quick, 30 otherwise; wall time and peak RSS (os.wait4) per process.
+one warm-up round, 10 runs with --quick, 30 otherwise; wall time and peak RSS (the process's own VmHWM) per process.
 Checked: `lorakit --help` exits 0 and prints its usage. One more run with PYTHONPROFILEIMPORTTIME=1
 lists every module it imports: none of torch, transformers, peft, bitsandbytes, huggingface_hub may be
 among them.

@@ -28,7 +28,8 @@ benchmark passes ``holds`` itself (e.g. "imports no torch"). A failed correctnes
 only reported for two sides that computed the same thing.
 
 Process-level numbers come from a fresh process per side: ``run_command(argv)`` (wall time and
-peak RSS of one command, from ``os.wait4``) and ``peak_rss_in_child("benchmarks.x:fn", *args)``
+the command's own peak RSS: its VmHWM sampled from /proc, since Linux's ``wait4``/RUSAGE_CHILDREN
+ru_maxrss can carry the parent's memory into the child's) and ``peak_rss_in_child("benchmarks.x:fn", *args)``
 (calls a function in a new interpreter; returns its JSON-able result and that process's peak RSS).
 """
 
@@ -229,28 +230,54 @@ def child_env(extra: dict | None = None) -> dict:
     return env
 
 
+def _own_peak_rss(pid: int, parent_cmdline: bytes) -> int:
+    """The child's VmHWM from /proc, once it has exec'd (0 when unknown).
+
+    Not ``os.wait4``'s ru_maxrss: Linux carries the parent's high-water mark across fork/vfork + exec
+    into the child's, so a 30 MB command started from a 500 MB benchmark reports 500 MB.
+    """
+    try:
+        if Path(f"/proc/{pid}/cmdline").read_bytes() == parent_cmdline:
+            return 0  # not exec'd yet: /proc would still show the parent's memory
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def run_command(argv: list[str], env: dict | None = None, timeout: float | None = None, cwd=None) -> CommandResult:
-    """Run one command; its own peak RSS comes from ``os.wait4`` (per child, unlike RUSAGE_CHILDREN)."""
+    """Run one command: its wall time and its own peak RSS.
+
+    On Linux the peak is the child's VmHWM, sampled every 1 ms for the first 0.2 s and every 10 ms
+    after (a high-water mark, so a late sample still holds an earlier peak); elsewhere ``os.wait4``'s
+    ru_maxrss, which may include the parent's memory (see :func:`_own_peak_rss`).
+    """
+    parent_cmdline = Path("/proc/self/cmdline").read_bytes() if Path("/proc/self/cmdline").exists() else None
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
-        deadline = None if timeout is None else started + timeout
+        peak = 0
         while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG if deadline else 0)
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
-            if time.perf_counter() > deadline:
+            elapsed = time.perf_counter() - started
+            if timeout is not None and elapsed > timeout:
                 process.kill()
                 os.wait4(process.pid, 0)
                 process.returncode = -9
                 raise subprocess.TimeoutExpired(argv, timeout)
-            time.sleep(0.005)
+            if parent_cmdline is not None:
+                peak = max(peak, _own_peak_rss(process.pid, parent_cmdline))
+            time.sleep(0.001 if elapsed < 0.2 else 0.01)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits for it again
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+        if not peak:
+            peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
         out.seek(0), err.seek(0)
-        return CommandResult(seconds, usage.ru_maxrss * scale, process.returncode,
-                             out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        return CommandResult(seconds, peak, process.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
 def peak_rss_in_child(target: str, *args, timeout: float | None = None) -> tuple[Any, int]:

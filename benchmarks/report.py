@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -106,6 +107,27 @@ def below_target(records: list[dict]) -> list[str]:
     return lines
 
 
+_LABEL = re.compile(r"^([A-Za-z][A-Za-z0-9 ,'/+()-]{0,40}):\s+(.*)$")
+
+
+def docstring_markdown(text: str) -> list[str]:
+    """A benchmark docstring as markdown: the summary line, then one bullet per "Label: ..." line."""
+    lines = text.strip().splitlines()
+    out, bullets = [lines[0], ""], []
+    for line in lines[1:]:
+        line = line.strip()
+        if not line:
+            continue
+        match = _LABEL.match(line)
+        if match:
+            bullets.append(f"- **{match.group(1)}:** {match.group(2)}")
+        elif bullets:
+            bullets[-1] += " " + line
+        else:
+            out[-1] = (out[-1] + " " + line).strip()
+    return out + bullets
+
+
 def write_markdown(records: list[dict], durations: dict[str, float], command: str) -> str:
     info = machine()
     devices = sorted({entry.get("device") for entry in records if entry.get("device")})
@@ -142,7 +164,7 @@ def write_markdown(records: list[dict], durations: dict[str, float], command: st
     out += ["", "## What each benchmark measures", ""]
     for name in BENCHMARKS:
         first, text = describe(name)
-        out += [f"### {name}", "", text or first, ""]
+        out += [f"### {name}", ""] + (docstring_markdown(text) if text else [first]) + [""]
     out += [
         "## Running them",
         "",
@@ -150,13 +172,15 @@ def write_markdown(records: list[dict], durations: dict[str, float], command: st
         "python -m benchmarks list",
         "python -m benchmarks run --quick                    # all of them, under 10 minutes on 2 CPU cores",
         "python -m benchmarks run generate apply --json out.json",
-        "python -m benchmarks run --markdown docs/benchmarks.md   # refresh this page",
+        "python -m benchmarks run --quick --threads 1 --markdown docs/benchmarks.md   # refresh this page",
         "```",
         "",
         "The real SmolLM2-135M model is converted once into `$LORAKIT_HOME` (default for benchmarks:",
         "`~/.cache/lorakit-bench`); adapters are made with PEFT in temporary folders. On a CUDA machine the same",
-        "command runs on the GPU and every record names its device. Exit status: 1 when a benchmark failed or a",
-        "check did not pass (`--strict`: also when a target does not hold).",
+        "command runs on the GPU and every record names its device (and, on CPU, torch's thread count). On a busy",
+        "machine, `--threads 1` avoids thread oversubscription, which otherwise slows torch 5-10x and buries the",
+        "signal; ratios stay fair either way because both sides share the setting. Exit status: 1 when a benchmark",
+        "failed or a check did not pass (`--strict`: also when a target does not hold).",
         "",
         "`--json OUT` writes one record per metric:",
         "",

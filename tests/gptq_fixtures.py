@@ -20,7 +20,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from lorakit_testing import CACHE, SHARED_DATA
 
 GPTQ_CACHE = CACHE / "gptq"

@@ -35,4 +35,6 @@ def loaders(as_json):
             ", ".join(rec["devices"]),
             "yes" if rec["available"] else f"no: {rec['reason']}",
         )
-    Console(soft_wrap=False).print(table)
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -37,6 +37,14 @@ def check_output(target: Path, force: bool, folder: bool = True) -> Path:
     return target
 
 
+def refuse_overwriting_inputs(output: Path, inputs: list[Path]) -> None:
+    """--force replaces an output, never a model or adapter the command reads."""
+    target = Path(output).resolve()
+    for path in inputs:
+        if Path(path).resolve() == target:
+            raise LorakitError(f"--output '{output}' is one of this command's inputs", "write the result somewhere else")
+
+
 @contextlib.contextmanager
 def atomic_file(target: Path, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary file path beside ``target``; on success it becomes ``target``."""

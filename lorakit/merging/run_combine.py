@@ -12,7 +12,7 @@ from lorakit.atomic import atomic_folder
 from lorakit.console import info
 from lorakit.lora_spec import LoraSpec
 from lorakit.merging.combine import CombineOptions, combine, provenance
-from lorakit.merging.outputs import check_output
+from lorakit.merging.outputs import check_output, refuse_overwriting_inputs
 from lorakit.merging.run_merge import load_loras
 
 PROVENANCE_FILE = "lorakit_combination.json"
@@ -58,6 +58,7 @@ def run_combine(specs: list[LoraSpec], output_text: str, options: CombineOptions
     started = time.perf_counter()
     output = check_output(combined_output_path(output_text), force)
     loras = load_loras(specs, None, allow_pickle)
+    refuse_overwriting_inputs(output, [lora.path for lora in loras])
     method = "linear" if len(loras) == 1 else options.method
     info(f"Combining {len(loras)} adapter(s) with --method {method}...")
     state, config = combine(loras, options)

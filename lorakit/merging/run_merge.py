@@ -18,7 +18,7 @@ from lorakit.atomic import atomic_folder
 from lorakit.console import info, warn
 from lorakit.lora_spec import LoraSpec, display_name, resolve_lora_path
 from lorakit.merging.lora_weights import LoadedLora, load_lora
-from lorakit.merging.outputs import check_output
+from lorakit.merging.outputs import check_output, refuse_overwriting_inputs
 from lorakit.merging.quantized import quantization_config, refuse
 
 DTYPE_NAMES = {"auto": None, "fp32": "F32", "bf16": "BF16", "fp16": "F16"}
@@ -98,6 +98,7 @@ def run_merge(request: MergeRequest) -> dict:
 
         check_llama(config, label)
     loras = load_loras(request.loras, model_path, request.allow_pickle, request.trust_remote_code)
+    refuse_overwriting_inputs(output, [model_path] + [lora.path for lora in loras])
     report = {"model": str(model_path), "output": str(output), "format": request.fmt,
               "loras": [{"name": lora.name, "path": str(lora.path), "weight": lora.weight} for lora in loras]}
     if request.fmt == "gguf-lora":

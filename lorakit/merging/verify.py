@@ -8,6 +8,7 @@ run in fp32; the two models are loaded one after the other, never together.
 from __future__ import annotations
 
 import gc
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,33 @@ class Verification:
             f"max |logit difference| {self.max_abs_logit_diff:.3g} over {self.positions} positions of {self.prompts} probe prompts, "
             f"top token agrees at {self.argmax_agreement:.1%} (reference: {self.reference})"
         )
+
+
+def import_libraries_off_stack() -> None:
+    """Import PEFT (and GPTQModel, which PEFT imports lazily) in a short-lived thread.
+
+    GPTQModel 7.6 keeps the ImportError of an optional backend (llama_cpp) with its traceback, and a
+    traceback keeps every frame above it alive with its locals. Imported lazily inside a session, that
+    pinned the whole reference model (about 0.5 GB for SmolLM2) until the process ended. A thread's
+    stack holds nothing of ours.
+    """
+    import importlib.util
+    import threading
+
+    wanted = [name for name in ("peft", "gptqmodel") if name not in sys.modules and importlib.util.find_spec(name) is not None]
+    if not wanted:
+        return
+
+    def load() -> None:
+        for name in wanted:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - a broken optional package must not stop verification here
+                pass
+
+    thread = threading.Thread(target=load, name="lorakit-imports")
+    thread.start()
+    thread.join()
 
 
 def _probe_ids(tokenizer) -> list:
@@ -125,6 +153,7 @@ def verify(
     ``load_base()``, when given, builds the reference's base in memory (a dequantized base) instead of
     loading ``model_path`` through the session.
     """
+    import_libraries_off_stack()
     if load_base is None:
         reference, encoded = reference_logits(model_path, loras, device, trust_remote_code, allow_pickle)
     else:

@@ -22,7 +22,7 @@ import lorakit
 from lorakit.capabilities import Availability, Capabilities
 from lorakit.errors import CapabilityError
 from lorakit.loader_api import Loader, LoadOptions
-from lorakit.plugins.gptq_checkpoint import is_gptq_checkpoint, read_gptq_settings, refuse_bitsandbytes
+from lorakit.plugins.gptq_checkpoint import is_gptq_checkpoint, refuse_bitsandbytes
 from lorakit.plugins.transformers_loader import TransformersSession
 
 NAME = "autogptq"
@@ -74,7 +74,7 @@ class AutoGPTQLoader(Loader):
             )
         super().check_options(options)
 
-    def load(self, model_path: Path, options: LoadOptions) -> "GPTQModelSession":
+    def load(self, model_path: Path, options: LoadOptions) -> GPTQModelSession:
         session = GPTQModelSession(self, model_path, options)
         session._reload_base()
         return session
@@ -119,5 +119,3 @@ def resolve_loader(model_path, options):
         return NAME
     return None
 
-
-__all__ = ["AutoGPTQLoader", "GPTQModelSession", "read_gptq_settings"]

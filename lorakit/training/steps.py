@@ -19,13 +19,15 @@ import math
 
 from lorakit.training.batching import pack
 from lorakit.training.masking import IGNORE_INDEX
+from lorakit.training.packed_attention import SEGMENTS_KWARG, segments_of
 
 
 class PackedLoss:
-    def __init__(self, peft_model, device, autocast_dtype):
+    def __init__(self, peft_model, device, autocast_dtype, per_example_attention: bool = False):
         self.model = peft_model
         self.device = device
         self.autocast_dtype = autocast_dtype
+        self.per_example_attention = per_example_attention  # see training/packed_attention.py
         base = peft_model.get_base_model()
         self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
 
@@ -52,7 +54,9 @@ class PackedLoss:
             "use_cache": False,  # required: with a cache transformers skips the packed-sequence mask
         }
         wanted = targets[positions].to(self.device)
-        if len(examples) == 1:
+        if self.per_example_attention:
+            inputs[SEGMENTS_KWARG] = segments_of(len(example.input_ids) for example in examples)
+        elif len(examples) == 1:
             inputs.pop("position_ids")  # one example: plain causal attention, the fastest kernel
         with self.autocast():
             if self.keeps_logits:

@@ -116,6 +116,15 @@ def test_run_command_measures_each_child_peak_rss():
     assert big.peak_rss_bytes - small.peak_rss_bytes > 250 * 2**20  # per child, not the max over all children
 
 
+def test_run_command_does_not_count_the_parents_memory():
+    # Linux carries the parent's high-water mark into a child's wait4 ru_maxrss; the harness must not.
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    done = harness.run_command([sys.executable, "-c", "import time; time.sleep(0.05)"])
+    assert done.peak_rss_bytes < 150 * 2**20, done.peak_rss_bytes
+    del ballast
+
+
 def test_peak_rss_in_child_returns_the_function_result():
     result, peak = harness.peak_rss_in_child("json:dumps", [1, 2])
     assert result == "[1, 2]" and peak > 1 * 2**20

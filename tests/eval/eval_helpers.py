@@ -1,8 +1,7 @@
 """Independent references for the eval tests: the documented perplexity loop, and LoRA training.
 
 Nothing here imports lorakit: these are the oracles lorakit's numbers are checked against.
-(Helpers are imported as ``eval_helpers``; ``from conftest import ...`` is avoided because another
-test folder's conftest.py may own the module name ``conftest`` by the time these tests import.)
+Shared builders and data come from ``lorakit_testing`` (``shared_data`` skips when a file is absent).
 """
 
 from __future__ import annotations
@@ -10,18 +9,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-
-import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def shared_data(name: str) -> Path:
-    """Same contract as tests/conftest.py's helper: the file, or a skip when it is absent."""
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"shared data {name} not present")
-    return path
 
 
 def documented_perplexity(model, input_ids, max_length: int, stride: int, labels=None, literal_count: bool = False):

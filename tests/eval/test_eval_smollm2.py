@@ -5,7 +5,8 @@ import json
 import math
 
 import pytest
-from eval_helpers import documented_perplexity, relative_difference, shared_data
+from eval_helpers import documented_perplexity, relative_difference
+from lorakit_testing import shared_data
 
 pytestmark = pytest.mark.slow
 

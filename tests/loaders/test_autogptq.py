@@ -130,3 +130,21 @@ def test_lora_trains_on_the_engine_torch_kernel_after_a_no_grad_pass(loader, tin
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.3
+
+
+@needs_engine
+def test_json_stdout_stays_clean_of_the_engine_chatter(tiny_gptq_dir, tiny_adapter_dir, lorakit_home):
+    """GPTQModel's logger writes a banner and log lines to stdout; `--json` must still be pure JSON."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LORAKIT_HOME": str(lorakit_home)}
+    env.pop("LORAKIT_DEBUG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "lorakit", "apply", str(tiny_gptq_dir), "--lora", str(tiny_adapter_dir), "--json"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("{"), result.stdout[:200]
+    assert json.loads(result.stdout)["loader"] == "autogptq"

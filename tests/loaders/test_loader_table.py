@@ -6,7 +6,15 @@ import pytest
 
 from lorakit.capabilities import Capabilities
 from lorakit.loader_api import Loader
-from lorakit.loader_table import END, START, current_table, documented_loaders, main, render_markdown, replace_table
+from lorakit.loader_table import (
+    END,
+    START,
+    current_table,
+    documented_loaders,
+    main,
+    render_markdown,
+    replace_table,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

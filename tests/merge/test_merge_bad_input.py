@@ -37,6 +37,13 @@ def test_existing_output_needs_force(run_cli, tiny_model_dir, tiny_adapter_dir, 
     assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists() and no_leftovers(tmp_path) == []
 
 
+def test_force_never_replaces_an_input(run_cli, tiny_model_dir, tiny_adapter_dir, tiny_adapter2_dir):
+    before = (tiny_model_dir / "model.safetensors").read_bytes()
+    _fails(run_cli, tiny_model_dir, "--lora", tiny_adapter_dir, "--output", tiny_model_dir, "--force", contains="is one of this command's inputs")
+    _fails(run_cli, "--adapters-only", tiny_adapter_dir, tiny_adapter2_dir, "--output", tiny_adapter2_dir, "--force", contains="inputs")
+    assert (tiny_model_dir / "model.safetensors").read_bytes() == before and (tiny_adapter2_dir / "adapter_config.json").is_file()
+
+
 def test_force_does_not_replace_a_file_with_a_folder(run_cli, tiny_model_dir, tiny_adapter_dir, tmp_path):
     target = tmp_path / "out"
     target.write_text("a file")

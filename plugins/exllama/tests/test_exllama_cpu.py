@@ -2,14 +2,14 @@
 
 import pytest
 import torch
+from lorakit_exllama import loader as exllama_loader
+from lorakit_exllama.preflight import check_exllama_adapter
+from lorakit_exllama.sampling import pick_next
 
 from lorakit.adapters import read_adapter
 from lorakit.errors import CapabilityError
 from lorakit.loader_api import LoadOptions
 from lorakit.loader_registry import all_loaders
-from lorakit_exllama import loader as exllama_loader
-from lorakit_exllama.preflight import check_exllama_adapter
-from lorakit_exllama.sampling import pick_next
 
 
 def test_registered_through_its_entry_point_with_an_honest_record():
@@ -88,7 +88,7 @@ def test_apply_refuses_such_an_adapter_in_one_line_before_any_weight_loads(tiny_
     monkeypatch.setattr(exllama_loader.ExLlamaLoader, "availability", lambda self: Availability(True))
     monkeypatch.setattr(exllama_loader.ExLlamaLoader, "load", lambda *a: pytest.fail("the model must not load"))
     adapter = fan_in_fan_out_adapter(make_adapter, tiny_model_dir, tmp_path / "fifo")
-    code, stdout, stderr = run_cli("apply", str(tiny_gptq_dir), "--loader", "exllama", "--dtype", "fp16", "--lora", str(adapter))
+    code, _, stderr = run_cli("apply", str(tiny_gptq_dir), "--loader", "exllama", "--dtype", "fp16", "--lora", str(adapter))
     assert code != 0
     assert stderr.strip().splitlines()[-1].startswith("Error: ExLlamaV2 cannot attach adapter 'fifo': it sets fan_in_fan_out")
 

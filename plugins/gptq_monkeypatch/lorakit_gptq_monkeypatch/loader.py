@@ -40,7 +40,7 @@ class GPTQMonkeypatchLoader(Loader):
         refuse_bitsandbytes(self.name, options)
         super().check_options(options)
 
-    def load(self, model_path: Path, options: LoadOptions) -> "MonkeypatchSession":
+    def load(self, model_path: Path, options: LoadOptions) -> MonkeypatchSession:
         session = MonkeypatchSession(self, model_path, options)
         session._reload_base()
         return session

@@ -70,7 +70,7 @@ def load_quantized_model(model_path: Path, dtype, device: str, trust_remote_code
     state: dict[str, torch.Tensor] = {}
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
                 tensor = handle.get_tensor(key)
                 state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     quantized = sorted(key[: -len(".qweight")] for key in state if key.endswith(".qweight"))
@@ -124,7 +124,7 @@ def patch_engine_layers(model, model_path: Path, dtype=None) -> int:
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(model_path):
         with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
                 if key in wanted:
                     state[key] = handle.get_tensor(key)
     for name in targets:

@@ -1,7 +1,7 @@
 """lorakit's own test fixtures (tiny model, adapters, isolated home, CLI runner) and the shared GPTQ ones.
 
 The plugin lives in the lorakit repository; its tests reuse ``tests/conftest.py`` (loaded under
-another module name, so pytest's own ``conftest`` stays untouched) ``tests/lorakit_testing.py`` and ``tests/gptq_fixtures.py``.
+another module name, so pytest's own ``conftest`` stays untouched), ``tests/lorakit_testing.py`` and ``tests/gptq_fixtures.py``.
 """
 
 import importlib.util
@@ -23,4 +23,4 @@ smollm2_dir = _root.smollm2_dir
 lorakit_home = _root.lorakit_home
 run_cli = _root.run_cli
 
-from gptq_fixtures import smollm2_gptq_dir, tiny_gptq_dir  # noqa: E402,F401
+from gptq_fixtures import smollm2_gptq_dir, tiny_gptq_dir  # noqa: F401

@@ -3,7 +3,6 @@
 import pytest
 import torch
 from gptq_fixtures import pack_rtn
-
 from lorakit_gptq_monkeypatch.layer import GPTQLinear, dequantize
 
 DEVICES = [
@@ -99,7 +98,7 @@ def test_peft_attaches_lora_to_it_like_to_a_linear_layer():
 
 def test_weight_cache_for_inference_gives_the_same_output_and_keeps_gradients(monkeypatch):
     monkeypatch.setenv("LORAKIT_GPTQ_CACHE", "1")
-    layer, packed = packed_layer()
+    layer, _ = packed_layer()
     assert layer.cache_weights
     x = torch.randn(3, 64)
     with torch.no_grad():

@@ -88,7 +88,6 @@ def test_record_promises_full_support_but_no_merge(loader):
 def test_prepare_model_swaps_engine_layers_when_the_transformers_loader_opens_gptq(tiny_gptq_dir, loader):
     """transformers + optimum load GPTQ with the engine's kernels; the hook puts GPTQLinear in their place."""
     from gptq_fixtures import has_engine
-
     from lorakit_gptq_monkeypatch.layer import GPTQLinear
 
     if not has_engine():
