@@ -205,8 +205,8 @@ def test_memory_is_bounded_by_the_batch_not_the_text(tiny_model_dir, tmp_path):
     from lorakit.session_factory import open_session
 
     session, _ = open_session(str(tiny_model_dir), quiet=True)
-    document = TokenDocument("long", torch.randint(0, 500, (20_000,)))
-    windows = plan_windows([20_000], 64, 16)
+    document = TokenDocument("long", torch.randint(0, 500, (4_000,)))
+    windows = plan_windows([4_000], 64, 16)
     batch = auto_batch_size("cpu", 64, 16, 512)
     assert batch == auto_batch_size("cpu", 64, 16, 512) <= 4096 // 64
     scorer = WindowScorer(session, [document], batch)
@@ -221,7 +221,7 @@ def test_memory_is_bounded_by_the_batch_not_the_text(tiny_model_dir, tmp_path):
 
     session.model.forward = recording
     total = scorer.score(windows)
-    assert total.tokens == 20_000 - 1
+    assert total.tokens == 4_000 - 1
     assert max(ids[0] for ids, _ in shapes) <= batch and max(ids[1] for ids, _ in shapes) == 64
     assert max(logits[1] for _, logits in shapes) == 64  # only the first window keeps every position
     assert sorted(logits[1] for _, logits in shapes)[len(shapes) // 2] == 17
