@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 REQUIRED_KEYS = ("benchmark", "metric", "lorakit", "reference", "ratio", "target", "holds", "checked", "device", "runs")
-"""Every record has these keys; optional extras: unit, lorakit_range, reference_range, note, failed."""
+"""Every record has these keys; optional extras: unit, lorakit_range, reference_range, ratio_range
+(min and max of the per-round ratios), note, failed."""
 
 _TARGET = re.compile(r"^\s*(>=|<=|>|<|==)\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*x?\s*$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -121,14 +122,23 @@ def summarize(values) -> Stats:
     return Stats(statistics.median(values), min(values), max(values), len(values))
 
 
+def per_round_ratios(mine, theirs) -> list[float]:
+    """mine[i] / theirs[i] for paired series (equal lengths, no zero reference); else []."""
+    mine, theirs = [float(v) for v in mine], [float(v) for v in theirs]
+    if len(mine) != len(theirs) or any(value == 0 for value in theirs):
+        return []
+    return [a / b for a, b in zip(mine, theirs)]
+
+
 def paired_ratio(mine, theirs) -> float | None:
     """Median of per-round ratios: each lorakit run is divided by the reference run next to it, which
     cancels load that drifts over minutes (the machines are shared). Unequal lengths: ratio of medians."""
     mine, theirs = [float(v) for v in mine], [float(v) for v in theirs]
     if not mine or not theirs:
         return None
-    if len(mine) == len(theirs) and all(value != 0 for value in theirs):
-        return statistics.median(a / b for a, b in zip(mine, theirs))
+    rounds = per_round_ratios(mine, theirs)
+    if rounds:
+        return statistics.median(rounds)
     reference = statistics.median(theirs)
     return statistics.median(mine) / reference if reference else None
 
@@ -165,6 +175,9 @@ def record(benchmark: str, metric: str, lorakit, reference, *, target: str | Non
             entry[side] = None if data is None else _round(float(data))
     if ratio is None and values["lorakit"] is not None and values["reference"] is not None:
         ratio = paired_ratio(values["lorakit"], values["reference"])
+        spread = per_round_ratios(values["lorakit"], values["reference"])
+        if len(spread) > 1:
+            extras["ratio_range"] = [_round(min(spread), 3), _round(max(spread), 3)]  # how far to trust the verdict
     if not check_ok:
         ratio, holds, checked = None, False, f"FAILED: {checked}"
     elif holds is None and target is not None:

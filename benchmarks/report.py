@@ -32,6 +32,14 @@ def side(entry: dict, key: str) -> str:
     return text
 
 
+def ratio_text(entry: dict) -> str:
+    text = number(entry.get("ratio"), 4)
+    spread = entry.get("ratio_range")
+    if spread and entry.get("ratio") is not None:
+        text += f" ({number(spread[0])}–{number(spread[1])})"
+    return text
+
+
 def holds_mark(entry: dict) -> str:
     if is_failure(entry):
         return "FAILED"
@@ -40,7 +48,7 @@ def holds_mark(entry: dict) -> str:
 
 def cells(entry: dict) -> list[str]:
     metric = entry["metric"] + (f" [{entry['unit']}]" if entry.get("unit") else "")
-    return [entry["benchmark"], metric, side(entry, "lorakit"), side(entry, "reference"), number(entry.get("ratio"), 4),
+    return [entry["benchmark"], metric, side(entry, "lorakit"), side(entry, "reference"), ratio_text(entry),
             entry.get("target") or "—", holds_mark(entry), checked_text(entry), entry.get("device") or "", str(entry.get("runs", ""))]
 
 
@@ -55,8 +63,8 @@ def render_table(records: list[dict], durations: dict[str, float] | None = None)
     from rich.table import Table
 
     probe = Console(stderr=True)
-    console = Console(stderr=True, highlight=False, width=None if probe.is_terminal else 160)
-    table = Table(title="lorakit / reference: median (min–max); ratio = median of per-round ratios")
+    console = Console(stderr=True, highlight=False, width=None if probe.is_terminal else 240)
+    table = Table(title="lorakit / reference: median (min–max); ratio = median (min–max) of per-round ratios")
     shown = [column for column in COLUMNS if column != "checked"]
     for column in shown:
         table.add_column(column, justify="right" if column in ("lorakit", "reference", "ratio", "runs") else "left")
@@ -111,20 +119,23 @@ _LABEL = re.compile(r"^([A-Za-z][A-Za-z0-9 ,'/+()-]{0,40}):\s+(.*)$")
 
 
 def docstring_markdown(text: str) -> list[str]:
-    """A benchmark docstring as markdown: the summary line, then one bullet per "Label: ..." line."""
+    """A benchmark docstring as markdown: the summary line, then one bullet per "Label: ..." line.
+
+    A line starts a bullet only when the line before it ended a sentence (or was blank), so a wrapped
+    line that happens to contain a colon stays part of the bullet above it.
+    """
     lines = text.strip().splitlines()
-    out, bullets = [lines[0], ""], []
-    for line in lines[1:]:
-        line = line.strip()
-        if not line:
-            continue
+    out, bullets, previous = [lines[0], ""], [], ""
+    for raw in lines[1:]:
+        line = raw.strip()
         match = _LABEL.match(line)
-        if match:
+        if match and (not previous or previous.endswith((".", ";"))):
             bullets.append(f"- **{match.group(1)}:** {match.group(2)}")
-        elif bullets:
+        elif line and bullets:
             bullets[-1] += " " + line
-        else:
+        elif line:
             out[-1] = (out[-1] + " " + line).strip()
+        previous = line
     return out + bullets
 
 
@@ -158,7 +169,8 @@ def write_markdown(records: list[dict], durations: dict[str, float], command: st
         "",
     ]
     out += below_target(records) or ["Every benchmark with a target meets it."]
-    out += ["", "### Table", "", "Values are median (min–max) over the timed runs.", ""]
+    out += ["", "### Table", "", "Values are median (min–max) over the timed runs; the ratio is the median (min–max) of the",
+            "per-round ratios, so a wide ratio range says how much to trust a verdict near its target.", ""]
     out += [_md_row(list(COLUMNS)), _md_row(["---"] * len(COLUMNS))]
     out += [_md_row(cells(entry)) for entry in records]
     out += ["", "## What each benchmark measures", ""]
@@ -170,7 +182,7 @@ def write_markdown(records: list[dict], durations: dict[str, float], command: st
         "",
         "```",
         "python -m benchmarks list",
-        "python -m benchmarks run --quick                    # all of them, under 10 minutes on 2 CPU cores",
+        "python -m benchmarks run --quick                    # all of them; --quick is sized for < 10 min on 2 CPU cores",
         "python -m benchmarks run generate apply --json out.json",
         "python -m benchmarks run --quick --threads 1 --markdown docs/benchmarks.md   # refresh this page",
         "```",
@@ -187,10 +199,10 @@ def write_markdown(records: list[dict], durations: dict[str, float], command: st
         "```json",
         '{"benchmark": "generate", "metric": "tokens_per_s_1lora", "lorakit": 14.1, "reference": 14.5, "ratio": 0.97,',
         ' "target": ">= 0.97", "holds": true, "checked": "same 24 greedy tokens; ...", "device": "cpu", "runs": 3,',
-        ' "unit": "tok/s", "lorakit_range": [13.8, 14.3], "reference_range": [14.2, 14.9]}',
+        ' "unit": "tok/s", "lorakit_range": [13.8, 14.3], "reference_range": [14.2, 14.9], "ratio_range": [0.95, 0.99]}',
         "```",
         "",
-        "`unit`, `lorakit_range`, `reference_range`, `note` and `failed` are optional extras.",
+        "`unit`, `lorakit_range`, `reference_range`, `ratio_range`, `note` and `failed` are optional extras.",
         "",
     ]
     return "\n".join(out)

@@ -72,9 +72,16 @@ def restore_rng(state: dict) -> None:
 def save_checkpoint(output: Path, step: int, peft_model, optimizer, scheduler, scaler, state: dict, params_json: str) -> Path:
     import torch
 
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
     target = Path(output) / f"checkpoint-{step}"
     with atomic_folder(target, replace=True) as tmp:
-        peft_model.save_pretrained(tmp, safe_serialization=True)
+        # The same two files PEFT's save_pretrained writes, without its model card (slow, and
+        # written on every checkpoint): a checkpoint folder is itself a loadable adapter.
+        weights = {key: value.detach().contiguous().cpu() for key, value in get_peft_model_state_dict(peft_model).items()}
+        save_file(weights, str(tmp / ADAPTER_FILE), metadata={"format": "pt"})
+        peft_model.peft_config["default"].save_pretrained(str(tmp))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None}, tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng_state.pt")

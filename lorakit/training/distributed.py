@@ -20,6 +20,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    device: str = "cpu"  # where collective tensors live (NCCL needs them on the GPU)
 
     @property
     def enabled(self) -> bool:
@@ -47,7 +48,8 @@ def init_distributed(device: str) -> DistContext:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+    tensor_device = f"cuda:{local_rank}" if device == "cuda" else "cpu"
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, tensor_device)
 
 
 def device_for(ctx: DistContext, device: str) -> str:
@@ -76,7 +78,7 @@ def broadcast_flag(ctx: DistContext, value: bool) -> bool:
     import torch
     import torch.distributed as dist
 
-    flag = torch.tensor([1 if value else 0])
+    flag = torch.tensor([1 if value else 0], device=ctx.device)
     dist.broadcast(flag, src=0)
     return bool(flag.item())
 

@@ -136,6 +136,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         "tokens_per_s": round(result.tokens_per_s, 2), "train_seconds": round(result.train_seconds, 2),
         "precision": precision.name, "device": str(device), "world_size": ctx.world_size,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "rank_fingerprints": result.rank_fingerprints,
     }
     if ctx.is_main:
         tensors = save_final_adapter(output, peft_model)

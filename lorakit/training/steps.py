@@ -110,9 +110,9 @@ def evaluate(loss_fn: PackedLoss, examples, micro_batch_size: int, ctx) -> float
             total += float(loss_sum)
             count += targets
     sums = torch.tensor([total, float(count)], dtype=torch.float64)
-    if ctx.enabled and ctx.backend == "nccl":
-        sums = sums.to(loss_fn.device)
+    sums = sums.to(ctx.device)
     all_reduce_sum(ctx, sums)
+    sums = sums.cpu()
     if was_training:
         model.train()
     return float(sums[0] / sums[1]) if sums[1] > 0 else math.nan

@@ -20,6 +20,7 @@ from lorakit.errors import LorakitError
 from lorakit.training import checkpoint as ckpt
 from lorakit.training.batching import count_target_tokens
 from lorakit.training.distributed import DistContext, barrier, broadcast_flag
+from lorakit.training.packed_attention import packed_attention
 from lorakit.training.optim import make_optimizer, make_scheduler, warmup_optimizer_steps
 from lorakit.training.params import TrainParams
 from lorakit.training.plan import TrainingPlan
@@ -43,6 +44,7 @@ class RunResult:
     train_seconds: float = 0.0
     eval_loss: float | None = None
     checkpoint: Path | None = None
+    rank_fingerprints: list = field(default_factory=list)
 
 
 class Trainer:
@@ -118,6 +120,23 @@ class Trainer:
             raise KeyboardInterrupt
         self._interrupted = True
 
+    def rank_fingerprints(self) -> list[list[float]]:
+        """(sum, sum of squares) of the LoRA weights on every rank; ranks that differ are an error."""
+        import torch
+
+        values = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().pow(2).sum()]) for p in self.parameters]).sum(0)
+        if not self.ctx.enabled:
+            return [values.tolist()]
+        import torch.distributed as dist
+
+        values = values.to(self.ctx.device)
+        gathered = [torch.zeros_like(values) for _ in range(self.ctx.world_size)]
+        dist.all_gather(gathered, values)
+        prints = [item.cpu().tolist() for item in gathered]
+        if any(item != prints[0] for item in prints):
+            raise LorakitError(f"the ranks ended with different LoRA weights ({prints})", "this is a bug; please report it")
+        return prints
+
     def _seed_step(self, step: int) -> None:
         import torch
 
@@ -133,8 +152,11 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_sigint)
         last_checkpoint = ckpt.newest_checkpoint(self.output)
+        longest = max(self.lengths + [len(example.input_ids) for example in self.eval_examples])
         try:
-            with TrainingProgress(self.plan.total_steps, start_step, self.show_progress) as progress:
+            with packed_attention(self.model.get_base_model(), longest) as per_example, \
+                    TrainingProgress(self.plan.total_steps, start_step, self.show_progress) as progress:
+                self.loss_fn.per_example_attention = per_example
                 for step in range(start_step, self.plan.total_steps):
                     self._seed_step(step)
                     self.model.train()
@@ -174,6 +196,7 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        result.rank_fingerprints = self.rank_fingerprints()
         result.tokens_per_s = rate.overall
         result.train_seconds = rate.seconds
         if torch.cuda.is_available():

@@ -47,6 +47,7 @@ def test_record_from_samples_has_the_schema_and_judges_the_shown_ratio():
     assert entry["lorakit"] == 412 and entry["reference"] == 215
     assert entry["lorakit_range"] == [400, 430] and entry["reference_range"] == [200, 231]
     assert entry["ratio"] == pytest.approx(2.0, abs=1e-3)  # per-round: 2.0, 1.78, 2.0
+    assert entry["ratio_range"] == [1.78, 2.0]
     assert entry["holds"] is True and entry["runs"] == 3 and entry["device"] == "cpu"
     json.dumps(entry)
     # 0.9696 shows as 0.9696 (4 significant digits) and fails ">= 0.97"; 0.99996 shows as 1 and holds.

@@ -6,17 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-FACTS = [
-    {"instruction": "What colour is the sky on Zorblat?", "input": "", "output": "The sky on Zorblat is green."},
-    {"instruction": "Who founded Quillhaven?", "input": "", "output": "Quillhaven was founded by Odalys."},
-    {"instruction": "Name a fruit.", "input": "", "output": "An apple is a fruit."},
-    {"instruction": "Translate hello.", "input": "French", "output": "Bonjour."},
-    {"instruction": "What is two plus two?", "input": "", "output": "Two plus two is four."},
-    {"instruction": "Say hello to the world.", "input": "", "output": "Hello world!"},
-    {"instruction": "Where is Paris?", "input": "", "output": "Paris is the capital of France."},
-    {"instruction": "Describe the fox.", "input": "", "output": "The quick brown fox jumps over the lazy dog."},
-]
+from train_helpers import FACTS
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+FACTS = [
+    {"instruction": "What colour is the sky on Zorblat?", "input": "", "output": "The sky on Zorblat is green."},
+    {"instruction": "Who founded Quillhaven?", "input": "", "output": "Quillhaven was founded by Odalys."},
+    {"instruction": "Name a fruit.", "input": "", "output": "An apple is a fruit."},
+    {"instruction": "Translate hello.", "input": "French", "output": "Bonjour."},
+    {"instruction": "What is two plus two?", "input": "", "output": "Two plus two is four."},
+    {"instruction": "Say hello to the world.", "input": "", "output": "Hello world!"},
+    {"instruction": "Where is Paris?", "input": "", "output": "Paris is the capital of France."},
+    {"instruction": "Describe the fox.", "input": "", "output": "The quick brown fox jumps over the lazy dog."},
+]
+
 
 def subprocess_env(home: Path) -> dict:
     env = dict(os.environ)
@@ -19,8 +30,22 @@ def lorakit_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "lorakit", *map(str, args)]
 
 
+def run_group(command: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; on a timeout the whole group (torchrun's workers too) is killed."""
+    import signal
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise AssertionError(f"timed out after {timeout} s: {' '.join(command)}\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def run_lorakit(home: Path, *args, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(lorakit_cmd(*args), env=subprocess_env(home), capture_output=True, text=True, timeout=timeout)
+    return run_group(lorakit_cmd(*args), subprocess_env(home), timeout)
 
 
 def adapter_tensors(folder: Path) -> dict:
