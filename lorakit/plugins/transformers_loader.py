@@ -8,6 +8,7 @@ touching the base weights.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -111,6 +112,25 @@ class TransformersSession(Session):
         self._device = "cpu"
         self._internal: dict[str, str] = {}
         self._counter = 0
+        self.merged = None
+
+    def _merged(self):
+        from lorakit.merged_loras import MergedLoras
+
+        if self.merged is None or self.merged.model is not self.base:
+            self.merged = MergedLoras(self.base)
+        return self.merged
+
+    def _use_merged(self, adapter) -> bool:
+        """Fold plain LoRAs into the weights for inference (see lorakit.merged_loras); PEFT otherwise."""
+        if self.peft is not None or self.options.purpose != "inference" or self.options.quantization():
+            return False
+        if os.environ.get("LORAKIT_PEFT_INFERENCE"):
+            return False
+        return self._merged().can_take(adapter)
+
+    def _is_merged(self, name: str) -> bool:
+        return self.merged is not None and name in self.merged.adapters
 
     def _reload_base(self) -> None:
         from lorakit.cli import plugin_manager
@@ -132,6 +152,22 @@ class TransformersSession(Session):
         return [module for module in self.peft.modules() if isinstance(module, LoraLayer)]
 
     def _attach(self, lora: AttachedLora) -> None:
+        from lorakit.adapters import read_adapter
+
+        adapter = read_adapter(lora.path, allow_pickle=self.options.allow_pickle)
+        if self._use_merged(adapter):
+            self._merged().add(lora.name, lora.path, adapter, lora.weight)
+            return
+        if self.merged is not None and self.merged.adapters:
+            # A LoRA only PEFT can run arrives: move the merged ones onto PEFT's path as well.
+            moved = [item for item in self.loras if self._is_merged(item.name)]
+            self.merged.apply([])
+            self.merged = None
+            for item in moved:
+                self._attach_peft(item)
+        self._attach_peft(lora)
+
+    def _attach_peft(self, lora: AttachedLora) -> None:
         from peft import PeftModel
 
         self._counter += 1
@@ -146,6 +182,9 @@ class TransformersSession(Session):
             self._set_weight(lora, lora.weight)
 
     def _detach(self, lora: AttachedLora) -> None:
+        if self._is_merged(lora.name):
+            self.merged.remove(lora.name)  # the base class re-applies the remaining set
+            return
         internal = self._internal.pop(lora.name)
         if not self._internal:
             self.base = self.peft.unload()  # drops the LoRA layers, base weights untouched
@@ -156,11 +195,16 @@ class TransformersSession(Session):
         self.peft.delete_adapter(internal)
 
     def _set_weight(self, lora: AttachedLora, weight: float) -> None:
+        if self._is_merged(lora.name):
+            self.merged.set_weight(lora.name, weight)
+            return
         internal = self._internal[lora.name]
         for layer in self._lora_layers():
             layer.set_scale(internal, weight)
 
     def _activate(self, names: list[str]) -> None:
+        if self.merged is not None:
+            self.merged.apply([name for name in names if self._is_merged(name)])
         if self.peft is None:
             return
         if not names:

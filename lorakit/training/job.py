@@ -59,6 +59,10 @@ def run(request: RunRequest) -> dict | None:
 
     params = request.params
     model_path = resolve_model(params.model)
+    if not request.dry_run:
+        from lorakit.training.model_setup import check_target_modules
+
+        check_target_modules(params, model_path)
     tokenizer = load_tokenizer(model_path)
     spec = data_spec(params)
     examples, stats = load_examples(tokenizer, spec)

@@ -83,6 +83,23 @@ def disable_cpu_4bit_repack(model) -> int:
     return changed
 
 
+def check_target_modules(params: TrainParams, model_path: Path) -> None:
+    """Name a wrong --target-modules before any weight loads (module names come from the meta device)."""
+    if params.target_modules == [ALL_LINEAR]:
+        return
+    from lorakit.preflight import base_module_shapes
+
+    shapes = base_module_shapes(model_path)
+    leaves = {name.rsplit(".", 1)[-1] for name in shapes}
+    missing = [target for target in params.target_modules if target not in leaves and target not in shapes]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, record in shapes.items() if record["kind"] == "Linear"})
+        raise UsageError(
+            f"--target-modules {','.join(missing)} matches no layer of this model",
+            "its linear layers are: " + ", ".join(linear) + " (or pass all-linear)",
+        )
+
+
 def lora_config(params: TrainParams):
     from peft import LoraConfig
 

@@ -66,3 +66,43 @@ def test_set_weight_and_fast_removal_restore_the_base(tiny_model_dir, tiny_adapt
     session.remove_lora("a2")
     assert (session.forward_logits(ids) - bare).abs().max().item() == 0.0
     assert (both - bare).abs().max().item() > 1e-3
+
+
+def _peft_reference(base_dir, adapters, ids):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    reference = PeftModel.from_pretrained(base, adapters[0][0], adapter_name="n0")
+    for index, (path, _) in enumerate(adapters[1:], 1):
+        reference.load_adapter(path, adapter_name=f"n{index}")
+    names = [f"n{i}" for i in range(len(adapters))]
+    reference.base_model.set_adapter(names)
+    for module in reference.modules():
+        if hasattr(module, "set_scale"):
+            for name, (_, weight) in zip(names, adapters):
+                module.set_scale(name, weight)
+    with torch.no_grad():
+        return reference.eval()(input_ids=ids).logits
+
+
+def test_merged_and_peft_paths_agree_and_switch_when_needed(tiny_model_dir, tiny_adapter_dir, tmp_path, monkeypatch):
+    """Plain LoRAs are folded into the weights; a DoRA adapter moves everything onto PEFT's path."""
+    from lorakit_testing import make_peft_adapter
+
+    dora = make_peft_adapter(tiny_model_dir, tmp_path / "dora", seed=5, targets=("v_proj", "up_proj"), use_dora=True)
+    session, _ = open_session(str(tiny_model_dir), [f"{tiny_adapter_dir}:0.6"], options=LoadOptions(cpu=True), quiet=True)
+    ids = _ids(session)
+    assert session.merged is not None and session.peft is None
+    merged_logits = session.forward_logits(ids)
+    assert (merged_logits - _peft_reference(tiny_model_dir, [(tiny_adapter_dir, 0.6)], ids)).abs().max().item() <= 1e-5
+
+    session.add_lora("dora", dora, 1.0)
+    assert session.peft is not None and not session.merged
+    both = session.forward_logits(ids)
+    assert (both - _peft_reference(tiny_model_dir, [(tiny_adapter_dir, 0.6), (dora, 1.0)], ids)).abs().max().item() <= 1e-5
+
+    monkeypatch.setenv("LORAKIT_PEFT_INFERENCE", "1")
+    unmerged, _ = open_session(str(tiny_model_dir), [f"{tiny_adapter_dir}:0.6"], options=LoadOptions(cpu=True), quiet=True)
+    assert unmerged.peft is not None
+    assert (unmerged.forward_logits(ids) - merged_logits).abs().max().item() <= 1e-5
