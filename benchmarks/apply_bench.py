@@ -25,7 +25,9 @@ from benchmarks.harness import device_label, interleave, progress, record
 from benchmarks.models import chat_ids, load_reference, make_adapter, smollm2
 
 NAME = "apply"
-LOGIT_TOLERANCE = {"cpu": 1e-4, "cuda": 5e-2}
+# lorakit folds inference LoRAs into fp32 weights: rounding the merged weight moves SmolLM2 logits
+# (magnitude ~20) by about 1e-4 (relative 5e-6) against PEFT's unmerged path; bf16 on CUDA more.
+LOGIT_TOLERANCE = {"cpu": 5e-4, "cuda": 5e-2}
 
 
 def _max_diff(a, b) -> float:

@@ -28,7 +28,9 @@ from benchmarks.harness import device_label, failed, interleave, paired_ratio, p
 from benchmarks.models import chat_ids, load_reference, make_adapter, smollm2
 
 NAME = "generate"
-LOGIT_TOLERANCE = {"cpu": 1e-4, "cuda": 5e-2}  # bf16 on CUDA rounds differently along the two paths
+# lorakit folds inference LoRAs into fp32 weights: rounding the merged weight moves SmolLM2 logits
+# (magnitude ~20) by about 1e-4 (relative 5e-6) against PEFT's unmerged path; bf16 on CUDA more.
+LOGIT_TOLERANCE = {"cpu": 5e-4, "cuda": 5e-2}
 PAIR = (0.7, 0.5)
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

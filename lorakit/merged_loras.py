@@ -5,7 +5,7 @@ scale and an add per token. At batch 1 that overhead cost 5-20 % of generation s
 ``benchmarks/generate_bench.py``. For plain LoRAs on ordinary ``nn.Linear`` layers lorakit instead
 writes ``W = W0 + sum_i w_i * s_i * B_i A_i`` into the weights (computed in fp32 or better) and keeps
 a copy of each touched ``W0``, so removing, re-weighting or switching LoRAs restores the base bit for
-bit without reloading it. Anything else (DoRA, embedding LoRAs, ``modules_to_save``, rank/alpha
+bit without reloading it (the originals are kept while the session lives). Anything else (DoRA, embedding LoRAs, ``modules_to_save``, rank/alpha
 patterns, quantized layers, training) stays on PEFT's path.
 """
 
@@ -46,6 +46,7 @@ class MergedLoras:
         self.originals: dict[str, object] = {}
         self.adapters: dict[str, _Adapter] = {}
         self.active: list[str] = []
+        self._weights: dict[str, object] = {}
 
     def _module(self, name: str):
         import torch
@@ -68,6 +69,7 @@ class MergedLoras:
         return all(self._module(name)[1] is not None for name in adapter.module_parts())
 
     def add(self, name: str, path: Path, adapter: AdapterInfo, weight: float) -> None:
+        import torch
         from safetensors.torch import load_file
 
         tensors = load_file(str(Path(path) / "adapter_model.safetensors"))
@@ -81,8 +83,9 @@ class MergedLoras:
             module_name = module_name.rsplit(".lora_A.", 1)[0]
             resolved, module = self._module(module_name)
             b_key = key.replace(".lora_A.", ".lora_B.")
-            device = module.weight.device
-            entry.factors[resolved] = (tensor.to(device), tensors[b_key].to(device))
+            weight = module.weight
+            compute = weight.dtype if weight.dtype == torch.float32 else torch.float32
+            entry.factors[resolved] = (tensor.to(weight.device, compute), tensors[b_key].to(weight.device, compute))
         self.adapters[name] = entry
 
     def remove(self, name: str) -> None:
@@ -101,19 +104,29 @@ class MergedLoras:
         touched = {module for adapter in self.adapters.values() for module in adapter.factors} | set(self.originals)
         with torch.no_grad():
             for module_name in touched:
-                _, module = self._module(module_name)
-                weight = module.weight
+                weight = self._weight(module_name)
                 if module_name not in self.originals:
+                    # Kept while the session lives, so later attach/detach cycles copy instead of clone.
                     self.originals[module_name] = weight.detach().clone()
                 original = self.originals[module_name]
-                deltas = [(self.adapters[n], self.adapters[n].factors[module_name]) for n in self.active if module_name in self.adapters[n].factors]
+                deltas = [(self.adapters[n].weight * self.adapters[n].scaling, self.adapters[n].factors[module_name])
+                          for n in self.active if module_name in self.adapters[n].factors]
                 if not deltas:
                     weight.copy_(original)
-                    if not any(module_name in a.factors for a in self.adapters.values()):
-                        del self.originals[module_name]  # no LoRA touches it any more
-                    continue
-                exact = torch.float64 if weight.device.type == "cpu" else torch.float32
-                total = original.to(exact)
-                for adapter, (a, b) in deltas:
-                    total = total + (adapter.weight * adapter.scaling) * (b.to(exact) @ a.to(exact))
-                weight.copy_(total.to(weight.dtype))
+                elif weight.dtype == torch.float32:
+                    # One fused W0 + s * B @ A per LoRA, written straight into the weight.
+                    (scale, (a, b)), rest = deltas[0], deltas[1:]
+                    torch.addmm(original, b, a, alpha=scale, out=weight)
+                    for scale, (a, b) in rest:
+                        weight.addmm_(b, a, alpha=scale)
+                else:  # 16-bit weights: sum in fp32, round once
+                    total = original.float()
+                    for scale, (a, b) in deltas:
+                        total.addmm_(b.float(), a.float(), alpha=scale)
+                    weight.copy_(total)
+
+    def _weight(self, module_name: str):
+        weight = self._weights.get(module_name)
+        if weight is None:
+            weight = self._weights[module_name] = self._module(module_name)[1].weight
+        return weight
