@@ -82,10 +82,6 @@ class TrainParams:
         """Micro-batches each process accumulates per optimizer step (the webui's batch // micro)."""
         return max(1, self.batch_size // (self.micro_batch_size * max(1, world_size)))
 
-    def hard_cut(self) -> str:
-        """The hard-cut string with ``\\n`` escapes turned into newlines, as the webui did."""
-        return self.hard_cut_string.replace("\\n", "\n")
-
     def structural(self) -> dict:
         """What decides the adapter's tensor layout: a resume with other values is refused."""
         return {"rank": self.rank, "target_modules": sorted(self.target_modules), "use_dora": self.use_dora}

@@ -10,6 +10,7 @@ micro-batches and ranks) that makes batch B x 1 and B/k x k train identically.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -137,6 +138,23 @@ class Trainer:
             raise LorakitError(f"the ranks ended with different LoRA weights ({prints})", "this is a bug; please report it")
         return prints
 
+    @contextlib.contextmanager
+    def attention(self):
+        """Per-example attention on packed rows while training (see training/packed_attention.py)."""
+        longest = max(self.lengths + [len(example.input_ids) for example in self.eval_examples])
+        with packed_attention(self.model.get_base_model(), longest) as per_example:
+            self.loss_fn.per_example_attention = per_example
+            try:
+                yield
+            finally:
+                self.loss_fn.per_example_attention = False
+
+    def step(self, step: int) -> tuple[float, float, float]:
+        """Optimizer step ``step`` (0-based): (loss, grad norm, learning rate). Call inside :meth:`attention`."""
+        self._seed_step(step)
+        self.model.train()
+        return self._train_step(step)
+
     def _seed_step(self, step: int) -> None:
         import torch
 
@@ -152,16 +170,11 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_sigint)
         last_checkpoint = ckpt.newest_checkpoint(self.output)
-        longest = max(self.lengths + [len(example.input_ids) for example in self.eval_examples])
         try:
-            with packed_attention(self.model.get_base_model(), longest) as per_example, \
-                    TrainingProgress(self.plan.total_steps, start_step, self.show_progress) as progress:
-                self.loss_fn.per_example_attention = per_example
+            with self.attention(), TrainingProgress(self.plan.total_steps, start_step, self.show_progress) as progress:
                 for step in range(start_step, self.plan.total_steps):
-                    self._seed_step(step)
-                    self.model.train()
                     rate.start()
-                    loss, grad_norm, lr = self._train_step(step)
+                    loss, grad_norm, lr = self.step(step)
                     done = step + 1
                     tokens = sum(self.lengths[i] for i in self.plan.step_examples(step))
                     tokens_per_s = rate.stop(tokens)

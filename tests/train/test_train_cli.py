@@ -161,3 +161,15 @@ def test_dry_run_trains_nothing(run_cli, tiny_model_dir, tiny_dataset, lorakit_h
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(rows) == 16 and {"text", "input_ids", "labels"} <= rows[0].keys()
     assert not (lorakit_home / "loras" / "dry").exists()
+
+
+def test_qlora_on_cpu_keeps_training_after_an_eval(run_cli, tiny_model_dir, tiny_dataset, lorakit_home):
+    """bitsandbytes 4-bit on CPU: without the workaround, gradients vanish after the first no-grad forward."""
+    pytest.importorskip("bitsandbytes")
+    code, out, err = run_cli("train", str(tiny_model_dir), "--dataset", str(tiny_dataset), "--name", "q4", "--load-in-4bit",
+                             "--learning-rate", "1e-2", "--warmup-steps", "0", "--batch-size", "4", "--micro-batch-size", "4",
+                             "--epochs", "2", "--eval-dataset", str(tiny_dataset), "--eval-steps", "1", "--json")
+    assert code == 0, err
+    log = json.loads((lorakit_home / "loras" / "q4" / "training_log.json").read_text())["steps"]
+    assert all(entry["grad_norm"] > 0 for entry in log[1:])  # steps after an eval still get gradients
+    assert log[-1]["eval_loss"] < log[0]["eval_loss"]
