@@ -12,7 +12,8 @@ Reference: ``transformers.Trainer.train()`` on a PEFT model, rows padded to the 
 (alpaca-lora / text-generation-webui), its mixed precision (``bf16=True``) where supported, fed the
 same micro-batches in the same order (sequential sampler over lorakit's shuffled plan).
 Interleaved per optimizer step (lorakit step i, reference step i, ...) in one process: the
-reference Trainer runs in a thread that a callback holds between steps. One warm-up step, then 4
+reference Trainer runs in a thread that a callback holds between steps (its logging and the
+collation of its next batch count in its own turn). One warm-up step, then 4
 steps with --quick, 12 otherwise. A step's useful tokens are the examples' real tokens; its time is
 the wall time of the step (collation of the reference's padded batch is not counted against it).
 Checked before the ratio: after the same steps both adapters are scored by the same code on the
@@ -83,11 +84,15 @@ class ReferenceRun:
         run = self
 
         class HandOff(TrainerCallback):
-            def on_step_begin(self, args, state, control, **kwargs):
+            # The thread holds at the end of each step (after the main thread gets "done"), so its
+            # logging and the next batch's collation run inside its own timed turn, never beside
+            # lorakit's step.
+            def on_train_begin(self, args, state, control, **kwargs):
                 run.go.acquire()
 
             def on_step_end(self, args, state, control, **kwargs):
                 run.done.release()
+                run.go.acquire()
 
         arguments = TrainingArguments(
             output_dir=str(output), per_device_train_batch_size=MICRO, gradient_accumulation_steps=ACCUMULATION, learning_rate=3e-4,
@@ -111,6 +116,10 @@ class ReferenceRun:
         self.done.acquire()
         if self.error is not None:
             raise self.error
+
+    def finish(self):
+        self.go.release()  # let the thread leave its last on_step_end
+        self.thread.join(timeout=600)
 
     def losses(self) -> list[float]:
         return [entry["loss"] for entry in self.trainer.state.log_history if "loss" in entry]
@@ -194,7 +203,7 @@ def run(quick: bool) -> list[dict]:
         progress(f"train: {steps} interleaved optimizer steps per side ({precision.name} on {device})")
         with trainer.attention():
             samples = interleave({"lorakit": lorakit_side, "reference": reference_side}, repeats=timed_steps, warmup=warmup_steps)
-        reference.thread.join(timeout=600)
+        reference.finish()
         progress("train: scoring both adapters on held-out examples")
         with trainer.attention():
             mine = _held_out_loss(trainer.model, held_out, trainer.device, precision.autocast_dtype)

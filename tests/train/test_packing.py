@@ -87,3 +87,17 @@ def test_micro_batch_size_does_not_change_the_update(run_cli, tiny_model_dir, ti
         assert code == 0, err
         outputs.append(out)
     assert_same_adapter(outputs[0], outputs[1], atol=1e-5)
+
+
+def test_per_example_attention_finds_boundaries_from_position_ids(tiny_peft):
+    """A packed forward that does not pass the boundaries (e.g. an evaluation helper) is still exact."""
+    from lorakit.training.packed_attention import packed_attention
+    from lorakit.training.steps import PackedLoss
+
+    model, tokenizer = tiny_peft
+    examples = _examples(tokenizer, TEXTS)
+    with torch.no_grad():
+        reference, _ = PackedLoss(model, "cpu", None)(examples)
+        with packed_attention(model.get_base_model(), 64):
+            without_boundaries, _ = PackedLoss(model, "cpu", None, per_example_attention=False)(examples)
+    assert float(without_boundaries) == pytest.approx(float(reference), rel=1e-5)
