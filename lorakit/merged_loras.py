@@ -5,7 +5,9 @@ scale and an add per token. At batch 1 that overhead cost 5-20 % of generation s
 ``benchmarks/generate_bench.py``. For plain LoRAs on ordinary ``nn.Linear`` layers lorakit instead
 writes ``W = W0 + sum_i w_i * s_i * B_i A_i`` into the weights (computed in fp32 or better) and keeps
 a copy of each touched ``W0``, so removing, re-weighting or switching LoRAs restores the base bit for
-bit without reloading it (the originals are kept while the session lives). Anything else (DoRA, embedding LoRAs, ``modules_to_save``, rank/alpha
+bit without reloading it. The price is host memory for a copy of every touched weight (about 10 %
+of the model for a q,v LoRA, 80 % for an all-linear one), kept while the session lives;
+``LORAKIT_PEFT_INFERENCE=1`` keeps PEFT's unmerged path instead. Anything else (DoRA, embedding LoRAs, ``modules_to_save``, rank/alpha
 patterns, quantized layers, training) stays on PEFT's path.
 """
 
@@ -106,9 +108,12 @@ class MergedLoras:
             for module_name in touched:
                 weight = self._weight(module_name)
                 if module_name not in self.originals:
-                    # Kept while the session lives, so later attach/detach cycles copy instead of clone.
-                    self.originals[module_name] = weight.detach().clone()
+                    # Kept while the session lives, so later attach/detach cycles copy instead of clone;
+                    # in host memory, so a GPU model does not pay GPU memory for the copies.
+                    self.originals[module_name] = weight.detach().to("cpu", copy=True)
                 original = self.originals[module_name]
+                if original.device != weight.device:
+                    original = original.to(weight.device, non_blocking=True)
                 deltas = [(self.adapters[n].weight * self.adapters[n].scaling, self.adapters[n].factors[module_name])
                           for n in self.active if module_name in self.adapters[n].factors]
                 if not deltas:

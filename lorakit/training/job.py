@@ -114,6 +114,8 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
             start_step, log = trainer.resume(resume_from)
             if ctx.is_main:
                 info(f"Resuming from {resume_from.name} (step {start_step} of {trainer.plan.total_steps}).")
+                if start_step >= trainer.plan.total_steps:
+                    info("That run had finished: nothing left to train (raise --epochs to train further).")
         if ctx.is_main:
             atomic_write_text(output / PARAMS_FILE, params_json)
             info(

@@ -76,6 +76,9 @@ def plot_loss(output: Path, log: list[dict], title: str) -> Path | None:
     steps = [entry["step"] for entry in log if "loss" in entry]
     if not steps:
         return None
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache notice is not ours to print
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,7 +9,7 @@ import pytest
 from train_helpers import FACTS
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """The test machines are small and shared: one thread per process avoids OpenMP spin contention."""
     import torch
