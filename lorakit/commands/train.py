@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lorakit.training.params import INIT_METHODS, OPTIMIZERS, PRECISIONS, SCHEDULERS, TrainParams
+from lorakit.training.params import INIT_METHODS, OPTIMIZERS, SCHEDULERS, TrainParams
 
 D = TrainParams()
 SAMPLE_ALIAS = "sample"
@@ -82,7 +82,7 @@ def train(ctx: click.Context, model, **flags):
 
     \b
     Examples:
-      lorakit train --name facts --dataset sample --epochs 3 --batch-size 8 --learning-rate 1e-3
+      lorakit train --name facts --dataset sample --target-modules all-linear --rank 16 --alpha 32 --learning-rate 3e-3 --scheduler constant --warmup-steps 0 --batch-size 8 --micro-batch-size 8 --epochs 4 --add-eos
       lorakit train --name facts --dataset sample --dry-run
       lorakit train --name novel --raw-text books/ --cutoff-len 512 --overlap-len 128 --save-steps 50
       lorakit train --name novel --resume
@@ -96,25 +96,26 @@ def train(ctx: click.Context, model, **flags):
     typed = _typed_values(ctx, flags)
     if model is not None:
         typed["model"] = model
-    if typed.get("dataset") == SAMPLE_ALIAS and not Path(SAMPLE_ALIAS).exists():
-        from lorakit.training.dataset import sample_dataset_path
-
-        typed["dataset"] = str(sample_dataset_path())
     copied = P.params_from_lora(flags["copy_from"]) if flags["copy_from"] else {}
     config = P.read_config_file(flags["config_file"]) if flags["config_file"] else {}
     merged = {**copied, **config, **typed}
 
     output, name = _output_and_name(merged, flags["output"])
     mode = "fresh"
-    if not flags["dry_run"]:
-        mode = job.check_output(output, flags["resume"], flags["overwrite"])
-    if mode == "resume":
+    if flags["resume"] and not flags["dry_run"]:
+        mode = job.check_output(output, resume=True, overwrite=flags["overwrite"])
         saved = job.saved_params(output)
         merged = {**saved, **config, **typed}
         previous = P.TrainParams(**{**saved, "name": name})
     merged["name"] = name
+    if merged.get("dataset") == SAMPLE_ALIAS and not Path(SAMPLE_ALIAS).exists():
+        from lorakit.training.dataset import sample_dataset_path
+
+        merged["dataset"] = str(sample_dataset_path())
     params = P.TrainParams(**merged)
     P.validate(params)
+    if mode == "fresh" and not flags["dry_run"]:
+        mode = job.check_output(output, resume=False, overwrite=flags["overwrite"])
     if mode == "resume" and params.structural() != previous.structural():
         changed = next(key for key in params.structural() if params.structural()[key] != previous.structural()[key])
         raise UsageError(

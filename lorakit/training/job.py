@@ -15,7 +15,6 @@ from pathlib import Path
 
 from lorakit import __version__
 from lorakit.console import info, warn
-from lorakit.errors import LorakitError
 from lorakit.training import checkpoint as ckpt
 from lorakit.training.params import TrainParams
 
@@ -118,6 +117,12 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
                     info("That run had finished: nothing left to train (raise --epochs to train further).")
         if ctx.is_main:
             atomic_write_text(output / PARAMS_FILE, params_json)
+            if trainer.warmup_steps >= trainer.plan.total_steps and params.scheduler != "constant":
+                warn(
+                    f"the warm-up ({params.warmup_steps} micro-batches = {trainer.warmup_steps} optimizer steps) is as long as the "
+                    f"whole run ({trainer.plan.total_steps} steps), so the learning rate never reaches {params.learning_rate:g}; "
+                    "lower --warmup-steps for a small dataset"
+                )
             info(
                 f"{trainer.plan.total_steps} optimizer steps of {trainer.plan.examples_per_step} examples "
                 f"(micro batch {params.micro_batch_size} x {trainer.plan.accumulation} accumulation x {ctx.world_size} "

@@ -69,8 +69,8 @@ class Trainer:
         self.targets = [count_target_tokens([example.labels]) for example in examples]
         self.lengths = [len(example.input_ids) for example in examples]
         self.optimizer = make_optimizer(params.optimizer, self.parameters, params.learning_rate, str(device))
-        warmup = warmup_optimizer_steps(params.warmup_steps, accumulation * ctx.world_size)
-        self.scheduler = make_scheduler(params.scheduler, self.optimizer, warmup, self.plan.total_steps)
+        self.warmup_steps = warmup_optimizer_steps(params.warmup_steps, accumulation * ctx.world_size)
+        self.scheduler = make_scheduler(params.scheduler, self.optimizer, self.warmup_steps, self.plan.total_steps)
         self.scaler = None
         if precision.name == "fp16":
             import torch
