@@ -67,20 +67,10 @@ def load_base(params: TrainParams, model_path: Path, cpu: bool):
         raise CapabilityError(f"loader '{loader.name}' cannot train LoRAs", backends_that(lambda c: c.train, "train"))
     session = loader.load(model_path, options)
     if params.load_in_4bit:
-        disable_cpu_4bit_repack(session.model)
+        from lorakit.plugins.transformers_loader import disable_cpu_4bit_repack
+
+        disable_cpu_4bit_repack(session.model)  # again, in case another loader produced the model
     return session, precision
-
-
-def disable_cpu_4bit_repack(model) -> int:
-    """bitsandbytes on CPU repacks 4-bit weights after a no-grad forward, and from then on no LoRA
-    parameter gets a gradient (GUIDE.md). Turning the avx512-bf16 path off on every Linear4bit
-    before training avoids it; done here too in case another loader produced the model."""
-    changed = 0
-    for module in model.modules():
-        if type(module).__name__ == "Linear4bit" and hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-            changed += 1
-    return changed
 
 
 def check_target_modules(params: TrainParams, model_path: Path) -> None:
