@@ -140,9 +140,18 @@ class Trainer:
 
     @contextlib.contextmanager
     def attention(self):
-        """Per-example attention on packed rows while training (see training/packed_attention.py)."""
+        """The fast paths of a training forward; enter it around :meth:`step` and evaluation.
+
+        - per-example attention on packed rows (see training/packed_attention.py);
+        - under autocast, PEFT's cast of every LoRA input to the adapter's fp32 dtype is skipped:
+          autocast runs the LoRA matmuls in bf16/fp16 anyway, so the cast only added two copies
+          of the activations per LoRA layer (and a fp32 dropout mask) for nothing.
+        """
+        from peft.helpers import disable_input_dtype_casting
+
         longest = max(self.lengths + [len(example.input_ids) for example in self.eval_examples])
-        with packed_attention(self.model.get_base_model(), longest) as per_example:
+        with packed_attention(self.model.get_base_model(), longest) as per_example, \
+                disable_input_dtype_casting(self.model, active=self.precision.autocast_dtype is not None):
             self.loss_fn.per_example_attention = per_example
             try:
                 yield
