@@ -11,6 +11,10 @@ Interleaved, one warm-up round, 5 runs with --quick, 15 otherwise.
 Checked before the ratio: with the LoRA attached lorakit's logits equal PEFT's (PeftModel.from_pretrained)
 and differ from the base; after remove_lora, and again after all timed runs, the logits equal the base's
 bit for bit (on CPU; within the logit tolerance on GPU); the reloaded base gives the base's logits.
+lorakit folds an inference LoRA into the weights lazily, right before the next forward pass (see
+lorakit/merged_loras.py), so add + remove without a forward in between costs reading the adapter and
+bookkeeping. A second series therefore also counts the folding: add, fold (the work the next forward
+does), remove, restore — what switching to a LoRA and back costs in all; reported without a target.
 Target: add + remove <= 0.05x a reload.
 """
 
@@ -87,19 +91,42 @@ def run(quick: bool) -> list[dict]:
             parts["add"].append(session.add_lora("bench", adapter).seconds)
             parts["remove"].append(session.remove_lora("bench").seconds)
 
+        folded: dict[str, list[float]] = {"add": [], "fold": [], "remove": [], "restore": []}
+
+        def attach_fold_detach_restore():
+            folded["add"].append(session.add_lora("bench", adapter).seconds)
+            folded["fold"].append(_timed(session.merged.sync))
+            folded["remove"].append(session.remove_lora("bench").seconds)
+            folded["restore"].append(_timed(session.merged.sync))
+
         def reload():
             model, tokenizer = load_reference(model_dir, device, dtype)
             del model, tokenizer
 
-        progress(f"apply: {5 if quick else 15} interleaved rounds")
-        samples = interleave({"lorakit": attach_detach, "reference": reload}, repeats=5 if quick else 15, warmup=1)
+        repeats = 5 if quick else 15
+        progress(f"apply: {repeats} interleaved rounds, then {repeats} counting the folds")
+        samples = interleave({"lorakit": attach_detach, "reference": reload}, repeats=repeats, warmup=1)
+        with_folds = interleave({"lorakit": attach_fold_detach_restore, "reference": reload}, repeats=repeats, warmup=1)
         if _max_diff(session.forward_logits(input_ids), base_logits) > (0.0 if device == "cpu" else tolerance):
             return [record(NAME, "add_remove_vs_reload_s", None, None, check_ok=False, device=label, target="<= 0.05",
                            checked="after the timed add/remove cycles the base logits changed")]
         timed = len(samples["lorakit"])
         add_ms, remove_ms = (statistics.median(parts[key][-timed:]) * 1000 for key in ("add", "remove"))
+        steps = {key: statistics.median(values[-len(with_folds["lorakit"]):]) * 1000 for key, values in folded.items()}
         return [
             record(NAME, "add_remove_vs_reload_s", [s["seconds"] for s in samples["lorakit"]], [s["seconds"] for s in samples["reference"]],
                    target="<= 0.05", checked=checked, device=label, unit="s",
-                   note=f"add {add_ms:.0f} ms + remove {remove_ms:.0f} ms vs a plain transformers reload"),
+                   note=f"add {add_ms:.1f} ms + remove {remove_ms:.1f} ms vs a plain transformers reload"),
+            record(NAME, "add_fold_remove_restore_vs_reload_s", [s["seconds"] for s in with_folds["lorakit"]],
+                   [s["seconds"] for s in with_folds["reference"]], checked=checked, device=label, unit="s",
+                   note=(f"add {steps['add']:.1f} + fold {steps['fold']:.1f} + remove {steps['remove']:.1f} + restore "
+                         f"{steps['restore']:.1f} ms (the folds are what the next forward passes do) vs a reload")),
         ]
+
+
+def _timed(action) -> float:
+    import time
+
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started

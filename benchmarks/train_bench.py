@@ -15,7 +15,9 @@ Interleaved per optimizer step (lorakit step i, reference step i, ...) in one pr
 reference Trainer runs in a thread that a callback holds between steps (its logging and the
 collation of its next batch count in its own turn). One warm-up step, then 4
 steps with --quick, 12 otherwise. A step's useful tokens are the examples' real tokens; its time is
-the wall time of the step (collation of the reference's padded batch is not counted against it).
+the wall time of that side's turn: lorakit's includes packing the batch, the reference's includes
+its Trainer loop's per-step work (logging the previous step, collating the next padded batch).
+Run with ``--threads 1`` on a shared machine: oversubscribed OpenMP threads make the spread huge.
 Checked before the ratio: after the same steps both adapters are scored by the same code on the
 same held-out examples; lorakit's loss must be equal or lower (within 0.02 nats of noise).
 Target: tokens/s >= 1.5x the reference. Also reported: model-FLOP utilisation of both sides (4N

@@ -1,18 +1,30 @@
-"""Inference LoRAs folded into the base weights, with the touched originals kept for exact undo.
+"""Inference LoRAs folded into the base weights lazily, with exact undo.
 
 PEFT applies a LoRA unmerged: every wrapped layer pays an extra module call, two small matmuls, a
 scale and an add per token. At batch 1 that overhead cost 5-20 % of generation speed in
 ``benchmarks/generate_bench.py``. For plain LoRAs on ordinary ``nn.Linear`` layers lorakit instead
-writes ``W = W0 + sum_i w_i * s_i * B_i A_i`` into the weights (computed in fp32 or better) and keeps
-a copy of each touched ``W0``, so removing, re-weighting or switching LoRAs restores the base bit for
-bit without reloading it. The price is host memory for a copy of every touched weight (about 10 %
-of the model for a q,v LoRA, 80 % for an all-linear one), kept while the session lives;
-``LORAKIT_PEFT_INFERENCE=1`` keeps PEFT's unmerged path instead. Anything else (DoRA, embedding LoRAs, ``modules_to_save``, rank/alpha
-patterns, quantized layers, training) stays on PEFT's path.
+runs ``W = W0 + sum_i w_i * s_i * B_i A_i`` (computed in fp32 or better), so generation runs at the
+base's speed.
+
+Folding is deferred: adding, removing, re-weighting or switching LoRAs only records the wanted set,
+and the weights are brought up to date right before the next forward pass reaches one of the changed
+layers (a forward pre-hook that removes itself). A burst of changes (``add A``, ``add B``,
+``weight A 0.5``) costs one fold, a LoRA attached and detached without a forward costs only reading
+its factors, and only layers whose wanted sum changed are touched.
+
+Undo is exact. On the CPU the base tensor itself is kept and the folded weight lives in a second
+buffer; switching is swapping which tensor the parameter points at, so restoring the base copies
+nothing. On an accelerator a copy of each touched base weight is kept in host memory instead (so the
+accelerator does not pay for it) and copied back. Either way the price is host memory for one more
+copy of every touched weight (about 10 % of the model for a q,v LoRA, 80 % for an all-linear one)
+while the session lives; ``LORAKIT_PEFT_INFERENCE=1`` keeps PEFT's unmerged path instead. Anything
+else (DoRA, embedding LoRAs, ``modules_to_save``, rank/alpha patterns, quantized layers, training)
+stays on PEFT's path.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +32,7 @@ from pathlib import Path
 from lorakit.adapters import AdapterInfo
 
 _PREFIX = "base_model.model."
+_serials = itertools.count(1)
 
 
 def adapter_is_mergeable(adapter: AdapterInfo) -> bool:
@@ -38,19 +51,38 @@ class _Adapter:
     weight: float
     scaling: float
     factors: dict[str, tuple] = field(default_factory=dict)  # module name -> (A, B) on the module's device
+    serial: int = field(default_factory=lambda: next(_serials))  # tells a re-added LoRA of the same name apart
 
 
 class MergedLoras:
-    """Weighted LoRAs merged into a model's Linear weights; exact undo from kept originals."""
+    """Weighted LoRAs folded into a model's Linear weights on demand; exact undo."""
 
     def __init__(self, model):
         self.model = model
-        self.originals: dict[str, object] = {}
         self.adapters: dict[str, _Adapter] = {}
         self.active: list[str] = []
-        self._weights: dict[str, object] = {}
+        self.originals: dict[str, object] = {}  # CPU: the base tensor itself; accelerator: a host copy
+        self._buffers: dict[str, object] = {}  # CPU: the tensor that holds the folded weight
+        self._folded: dict[str, tuple] = {}  # module -> ((serial, scale), ...) now in its weight
+        self._modules: dict[str, tuple] = {}
+        self._hooks: list = []
+        self._tied = None
+
+    # ---- resolving layers ------------------------------------------------------------------------
+    def _tied_weight(self):
+        if self._tied is None:
+            embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+            self._tied = (getattr(embeddings, "weight", None),)
+        return self._tied[0]
 
     def _module(self, name: str):
+        """``(resolved name, nn.Linear)`` for an adapter's module name, or ``(None, None)``."""
+        found = self._modules.get(name)
+        if found is None:
+            found = self._modules[name] = self._resolve(name)
+        return found
+
+    def _resolve(self, name: str):
         import torch
 
         for candidate in (name, f"model.{name}", name.removeprefix("model.")):
@@ -58,9 +90,9 @@ class MergedLoras:
                 module = self.model.get_submodule(candidate)
             except AttributeError:
                 continue
-            embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
-            tied = embeddings is not None and module is not embeddings and getattr(module, "weight", None) is getattr(embeddings, "weight", 0)
-            if type(module) is torch.nn.Linear and module.weight.dtype.is_floating_point and not tied:
+            weight = getattr(module, "weight", None)
+            if (type(module) is torch.nn.Linear and weight.dtype.is_floating_point and weight.device.type != "meta"
+                    and weight is not self._tied_weight()):
                 return candidate, module
             return None, None
         return None, None
@@ -70,6 +102,7 @@ class MergedLoras:
             return False
         return all(self._module(name)[1] is not None for name in adapter.module_parts())
 
+    # ---- the wanted state ------------------------------------------------------------------------
     def add(self, name: str, path: Path, adapter: AdapterInfo, weight: float) -> None:
         import torch
         from safetensors.torch import load_file
@@ -85,9 +118,9 @@ class MergedLoras:
             module_name = module_name.rsplit(".lora_A.", 1)[0]
             resolved, module = self._module(module_name)
             b_key = key.replace(".lora_A.", ".lora_B.")
-            weight = module.weight
-            compute = weight.dtype if weight.dtype == torch.float32 else torch.float32
-            entry.factors[resolved] = (tensor.to(weight.device, compute), tensors[b_key].to(weight.device, compute))
+            base = module.weight
+            compute = base.dtype if base.dtype == torch.float32 else torch.float32
+            entry.factors[resolved] = (tensor.to(base.device, compute), tensors[b_key].to(base.device, compute))
         self.adapters[name] = entry
 
     def remove(self, name: str) -> None:
@@ -99,39 +132,84 @@ class MergedLoras:
         self.apply(self.active)
 
     def apply(self, names: list[str]) -> None:
-        """Make the weights equal base + the named LoRAs (others off), touching only what changes."""
+        """Ask for base + the named LoRAs (others off); the weights follow before the next forward."""
+        self.active = list(names)
+        stale = self._stale()
+        self._disarm()
+        for module_name in stale:
+            self._hooks.append(self._module(module_name)[1].register_forward_pre_hook(self._before_forward))
+
+    def _wanted(self, module_name: str) -> tuple:
+        return tuple((self.adapters[n].serial, self.adapters[n].weight * self.adapters[n].scaling)
+                     for n in self.active if module_name in self.adapters[n].factors)
+
+    def _stale(self) -> list[str]:
+        touched = {module for adapter in self.adapters.values() for module in adapter.factors} | set(self._folded)
+        return [module for module in touched if self._wanted(module) != self._folded.get(module, ())]
+
+    # ---- folding -----------------------------------------------------------------------------------
+    @property
+    def pending(self) -> bool:
+        """Whether the weights still differ from the wanted set (the next forward will fold)."""
+        return bool(self._hooks)
+
+    def _before_forward(self, module, args):
+        self.sync()
+
+    def _disarm(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+    def sync(self) -> None:
+        """Bring every stale layer's weight to base + the active LoRAs now."""
         import torch
 
-        self.active = list(names)
-        touched = {module for adapter in self.adapters.values() for module in adapter.factors} | set(self.originals)
-        with torch.no_grad():
-            for module_name in touched:
-                weight = self._weight(module_name)
-                if module_name not in self.originals:
-                    # Kept while the session lives, so later attach/detach cycles copy instead of clone;
-                    # in host memory, so a GPU model does not pay GPU memory for the copies.
-                    self.originals[module_name] = weight.detach().to("cpu", copy=True)
-                original = self.originals[module_name]
-                if original.device != weight.device:
-                    original = original.to(weight.device, non_blocking=True)
-                deltas = [(self.adapters[n].weight * self.adapters[n].scaling, self.adapters[n].factors[module_name])
-                          for n in self.active if module_name in self.adapters[n].factors]
-                if not deltas:
-                    weight.copy_(original)
-                elif weight.dtype == torch.float32:
-                    # One fused W0 + s * B @ A per LoRA, written straight into the weight.
-                    (scale, (a, b)), rest = deltas[0], deltas[1:]
-                    torch.addmm(original, b, a, alpha=scale, out=weight)
-                    for scale, (a, b) in rest:
-                        weight.addmm_(b, a, alpha=scale)
-                else:  # 16-bit weights: sum in fp32, round once
-                    total = original.float()
-                    for scale, (a, b) in deltas:
-                        total.addmm_(b.float(), a.float(), alpha=scale)
-                    weight.copy_(total)
+        self._disarm()
+        # Out of inference mode: a fold triggered inside it must not leave inference-only tensors
+        # in the model's parameters.
+        with torch.inference_mode(False), torch.no_grad():
+            for module_name in self._stale():
+                wanted = self._wanted(module_name)
+                self._fold(module_name, self._module(module_name)[1].weight, wanted)
+                if wanted:
+                    self._folded[module_name] = wanted
+                else:
+                    self._folded.pop(module_name, None)
 
-    def _weight(self, module_name: str):
-        weight = self._weights.get(module_name)
-        if weight is None:
-            weight = self._weights[module_name] = self._module(module_name)[1].weight
-        return weight
+    def _fold(self, module_name: str, weight, wanted: tuple) -> None:
+        import torch
+
+        deltas = [(self.adapters[n].weight * self.adapters[n].scaling, self.adapters[n].factors[module_name])
+                  for n in self.active if module_name in self.adapters[n].factors]
+        on_cpu = weight.device.type == "cpu"
+        if module_name not in self.originals:
+            # The first fold of a layer keeps its base: on the CPU the tensor itself (the parameter is
+            # pointed elsewhere while folded), elsewhere a host copy so the accelerator does not pay.
+            self.originals[module_name] = weight.data if on_cpu else weight.detach().to("cpu", copy=True)
+        original = self.originals[module_name]
+        if on_cpu:
+            if not deltas:
+                weight.data = original
+                return
+            target = self._buffers.get(module_name)
+            if target is None:
+                target = self._buffers[module_name] = torch.empty_like(original)
+        else:
+            original = original.to(weight.device, non_blocking=True)
+            target = weight.data
+            if not deltas:
+                target.copy_(original)
+                return
+        if target.dtype == torch.float32:
+            (scale, (a, b)), rest = deltas[0], deltas[1:]
+            torch.addmm(original, b, a, alpha=scale, out=target)  # one fused W0 + s * B @ A
+            for scale, (a, b) in rest:
+                target.addmm_(b, a, alpha=scale)
+        else:  # 16-bit weights: sum in fp32, round once
+            total = original.float()
+            for scale, (a, b) in deltas:
+                total.addmm_(b.float(), a.float(), alpha=scale)
+            target.copy_(total)
+        if on_cpu:
+            weight.data = target

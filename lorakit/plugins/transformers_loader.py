@@ -162,6 +162,7 @@ class TransformersSession(Session):
             # A LoRA only PEFT can run arrives: move the merged ones onto PEFT's path as well.
             moved = [item for item in self.loras if self._is_merged(item.name)]
             self.merged.apply([])
+            self.merged.sync()  # PEFT wraps the base weights, so they must be the base again first
             self.merged = None
             for item in moved:
                 self._attach_peft(item)
