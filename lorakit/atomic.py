@@ -20,7 +20,7 @@ def atomic_folder(target: Path, replace: bool = False) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)
+    usual_mode(tmp)
     try:
         yield tmp
         if target.exists():
@@ -37,20 +37,53 @@ def atomic_folder(target: Path, replace: bool = False) -> Iterator[Path]:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(path: Path, like: Path | None = None) -> None:
+    """Give a file made by ``mkstemp``/``mkdtemp`` (0600/0700) the mode a plain ``open`` would have.
+
+    Replacing an existing file keeps that file's mode instead, so a user's ``chmod`` survives.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    if like is not None and Path(like).exists():
+        mode = Path(like).stat().st_mode & 0o7777
+    else:
+        mode = (0o777 if path.is_dir() else 0o666) & ~_umask()
+    path.chmod(mode)
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path beside ``target``; on success it becomes ``target``.
+
+    On any error the temporary file is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield Path(tmp)
+        if target.exists() and not replace:
+            raise FileExistsError(target)
+        usual_mode(Path(tmp), like=target)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path, replace=True) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager

@@ -6,11 +6,9 @@ interrupted merge leaves nothing behind and never touches an existing output.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from lorakit.errors import LorakitError
 
@@ -43,21 +41,3 @@ def refuse_overwriting_inputs(output: Path, inputs: list[Path]) -> None:
     for path in inputs:
         if Path(path).resolve() == target:
             raise LorakitError(f"--output '{output}' is one of this command's inputs", "write the result somewhere else")
-
-
-@contextlib.contextmanager
-def atomic_file(target: Path, replace: bool = False) -> Iterator[Path]:
-    """Yield a temporary file path beside ``target``; on success it becomes ``target``."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        if target.exists() and not replace:
-            raise FileExistsError(target)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

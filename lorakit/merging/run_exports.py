@@ -72,7 +72,7 @@ def load_state_dict_model(folder: Path, model_path: Path, config: dict, untied: 
 
 def export_gguf_lora(request, loras, config: dict, label: str, output: Path) -> dict:
     from lorakit.merging.gguf_lora import read_gguf_deltas, write_gguf_lora
-    from lorakit.merging.outputs import atomic_file
+    from lorakit.atomic import atomic_file
 
     half = request.dtype == "fp16"
     info(f"Writing {len(loras)} LoRA(s) as a llama.cpp GGUF adapter ({'F16' if half else 'F32'})...")

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lorakit.atomic import atomic_write_text
+from lorakit.atomic import atomic_write_text, usual_mode
 from lorakit.errors import AdapterError
 
 LOG_FILE = "training_log.json"
@@ -101,6 +101,7 @@ def plot_loss(output: Path, log: list[dict], title: str) -> Path | None:
     os.close(fd)
     try:
         figure.savefig(tmp)
+        usual_mode(Path(tmp), like=target)
         os.replace(tmp, target)
     finally:
         plt.close(figure)
