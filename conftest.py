@@ -1,13 +1,21 @@
-"""Shared fixtures: an isolated lorakit home, a tiny random Llama, a real PEFT adapter, real SmolLM2."""
+"""Shared fixtures: an isolated lorakit home, a tiny random Llama, a real PEFT adapter, real SmolLM2.
+
+At the repository root so lorakit's tests and the plugin packages' tests (``plugins/*/tests``) share
+one set of fixtures; the builders live in ``tests/lorakit_testing.py`` and ``tests/gptq_fixtures.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+
+from gptq_fixtures import smollm2_gptq_dir, tiny_gptq_dir  # noqa: E402,F401
 from lorakit_testing import CACHE, SHARED_DATA, build_tiny_model, build_tiny_tokenizer, make_peft_adapter, shared_data, write_json  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -95,3 +103,7 @@ class _Main:
         self._main(list(args or []))
 
 
+@pytest.fixture
+def make_adapter():
+    """``make_adapter(base_dir, out_dir, targets=..., **LoraConfig extras)``: a real PEFT LoRA."""
+    return make_peft_adapter
