@@ -7,8 +7,8 @@
 - ``quantize_with_gptqmodel``: a real GPTQ run by the GPTQModel engine (SmolLM2, group size 64, act
   order), cached under ``$LORAKIT_TEST_CACHE/gptq`` (default ``~/.cache/lorakit-tests/gptq``).
 
-Imported by ``tests/loaders/conftest.py`` and the plugin packages' ``tests/conftest.py``; the
-fixtures expect ``tiny_model_dir``/``smollm2_dir`` from ``tests/conftest.py``.
+Imported by the repository-root ``conftest.py``, which also provides
+``tiny_model_dir``/``smollm2_dir`` these fixtures build on.
 """
 
 from __future__ import annotations

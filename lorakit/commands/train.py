@@ -49,6 +49,7 @@ OPTIONS = [
     _opt("--precision", default=D.precision, help="auto (bf16 autocast where the CPU/GPU runs bf16 natively, else fp32), fp32, bf16 or fp16."),
     _opt("--load-in-8bit", is_flag=True, help="Load the base in 8-bit (bitsandbytes)."),
     _opt("--load-in-4bit", is_flag=True, help="Load the base in 4-bit NF4 (QLoRA)."),
+    _opt("--loader", default=D.loader, help="Loader backend that can train (see `lorakit loaders`); auto = chosen from the model."),
     _opt("--use-rslora", is_flag=True, help="Rank-stabilised LoRA (scale alpha / sqrt(rank))."),
     _opt("--use-dora", is_flag=True, help="Weight-decomposed LoRA (DoRA)."),
     _opt("--init-lora-weights", default=D.init_lora_weights, help="One of: " + ", ".join(INIT_METHODS) + "."),

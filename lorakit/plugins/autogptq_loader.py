@@ -70,7 +70,8 @@ class AutoGPTQLoader(Loader):
         if options.dtype == "fp32":
             raise CapabilityError(
                 "GPTQModel's kernels compute in bf16 or fp16, not fp32",
-                "use --dtype bf16 (the default on CPU), or --loader gptq_monkeypatch for fp32",
+                ("use --precision bf16" if options.purpose == "train" else "use --dtype bf16 (the default on CPU)")
+                + ", or --loader gptq_monkeypatch for fp32",
             )
         super().check_options(options)
 

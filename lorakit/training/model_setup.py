@@ -62,7 +62,7 @@ def load_base(params: TrainParams, model_path: Path, cpu: bool):
         dtype=precision.load_dtype, load_in_8bit=params.load_in_8bit, load_in_4bit=params.load_in_4bit,
         cpu=cpu, purpose="train",
     )
-    loader = choose_loader(model_path, options)
+    loader = choose_loader(model_path, options, requested=None if params.loader in ("", "auto") else params.loader)
     if not loader.capabilities.train:
         raise CapabilityError(f"loader '{loader.name}' cannot train LoRAs", backends_that(lambda c: c.train, "train"))
     session = loader.load(model_path, options)
@@ -90,12 +90,33 @@ def check_target_modules(params: TrainParams, model_path: Path) -> None:
         )
 
 
-def lora_config(params: TrainParams):
+def linear_layer_names(model) -> tuple[list[str], bool]:
+    """Leaf names of the layers a LoRA can wrap (not the output head), and whether some are quantized
+    kernels that are not ``nn.Linear`` (GPTQ engines' QuantLinear), which PEFT's ``all-linear`` skips."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names, kernels = set(), False
+    for name, module in model.named_modules():
+        if module is head or not name:
+            continue
+        is_kernel = hasattr(module, "qweight") and not isinstance(module, torch.nn.Linear)
+        if isinstance(module, torch.nn.Linear) or is_kernel:
+            names.add(name.rsplit(".", 1)[-1])
+            kernels = kernels or is_kernel
+    return sorted(names), kernels
+
+
+def lora_config(params: TrainParams, model=None):
     from peft import LoraConfig
 
     init = str(params.init_lora_weights).lower()
     init_value: Any = {"default": True, "false": False}.get(init, init)
     targets: Any = "all-linear" if params.target_modules == [ALL_LINEAR] else list(params.target_modules)
+    if targets == "all-linear" and model is not None:
+        names, kernels = linear_layer_names(model)
+        if kernels:  # spell the layers out: PEFT's all-linear only looks for nn.Linear
+            targets = names
     return LoraConfig(
         r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=targets,
         bias="none", task_type="CAUSAL_LM", use_rslora=params.use_rslora, use_dora=params.use_dora,
@@ -111,11 +132,11 @@ def attach_lora(model, params: TrainParams):
     model.config.use_cache = False  # a KV cache disables packed-sequence masks (see training/batching.py)
     torch.manual_seed(params.seed)
     try:
-        peft_model = get_peft_model(model, lora_config(params))
+        peft_model = get_peft_model(model, lora_config(params, model))
     except ValueError as error:
         text = str(error)
         if "not found in the base model" in text or "Target modules" in text:
-            names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})
+            names = linear_layer_names(model)[0]
             raise UsageError(
                 f"--target-modules {','.join(params.target_modules)} matches no layer of this model",
                 "its linear layers are: " + ", ".join(names) + " (or pass all-linear)",

@@ -72,6 +72,7 @@ class TrainParams:
     precision: str = "auto"
     load_in_8bit: bool = False
     load_in_4bit: bool = False
+    loader: str = "auto"
     use_rslora: bool = False
     use_dora: bool = False
     init_lora_weights: str = "default"
