@@ -78,7 +78,8 @@ def load_base_model(model_path: Path, options: LoadOptions):
         else:
             compute = torch.bfloat16 if dtype == torch.float32 and device == "cpu" else dtype
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
-        kwargs["device_map"] = {"": device if device != "cuda" else 0}
+        # Under torchrun each rank has already selected its own GPU (training/distributed.py).
+        kwargs["device_map"] = {"": device if device != "cuda" else torch.cuda.current_device()}
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=options.trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if not quant:
