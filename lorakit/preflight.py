@@ -2,6 +2,9 @@
 
 The base's module shapes come from its config on the meta device (no weights read), so a mismatch
 is named in one line ("hidden_size 4096 vs 576") instead of a wall of ``size mismatch`` errors.
+A caller that has the checkpoint's tensor shapes at hand (the merge reads the safetensors headers
+anyway) passes them: when they show that every module fits, the model class (transformers, seconds
+to import) is never built; any doubt falls back to the full check and its exact message.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ def read_model_config(model_path: Path) -> dict:
 @lru_cache(maxsize=8)
 def _module_shapes_cached(model_path: str, mtime: float, trust_remote_code: bool) -> dict[str, dict]:
     import torch
+
+    from lorakit.quiet import quiet_libraries
+
+    quiet_libraries()
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -88,10 +95,44 @@ def check_signature(adapter: AdapterInfo, config: dict) -> None:
             )
 
 
-def check_adapter_fits(adapter: AdapterInfo, model_path: Path, trust_remote_code: bool = False) -> list[str]:
-    """Raise :class:`AdapterError` naming the first difference; return warnings for softer issues."""
+def fits_checkpoint(adapter: AdapterInfo, tensor_shapes: dict[str, tuple[int, ...]]) -> bool:
+    """True when the checkpoint's tensor shapes alone show that the adapter fits (no warnings to give).
+
+    Every module the adapter changes must be stored as a 2-D ``<module>.weight`` (Linear ``[out, in]``,
+    Embedding ``[vocab, dim]``) whose sizes match the adapter's A and B. ``False`` means only "cannot
+    tell from the headers" (a tied head the checkpoint does not store, fan_in_fan_out layers, packed
+    quantized weights, a difference to explain): the model is then built and checked in full.
+    """
+    if adapter.config.get("fan_in_fan_out"):
+        return False  # GPT-2 style Conv1D layers: their kind decides the layout and the warning
+    for module, parts in adapter.module_parts().items():
+        candidates = (module, f"model.{module}", module.removeprefix("model."))
+        weight = next((tuple(tensor_shapes[f"{name}.weight"]) for name in candidates if f"{name}.weight" in tensor_shapes), None)
+        if weight is None or len(weight) != 2:
+            return False
+        rows, columns = weight
+        for part, shape in parts.items():
+            if part == "weight":
+                if tuple(shape) != weight:
+                    return False
+            elif len(shape) == 2:
+                expected = {"lora_A": (shape[1], columns), "lora_B": (shape[0], rows),
+                            "lora_embedding_A": (shape[1], rows), "lora_embedding_B": (shape[0], columns)}.get(part)
+                if expected is not None and expected[0] != expected[1]:
+                    return False
+    return True
+
+
+def check_adapter_fits(adapter: AdapterInfo, model_path: Path, trust_remote_code: bool = False,
+                       tensor_shapes: dict[str, tuple[int, ...]] | None = None) -> list[str]:
+    """Raise :class:`AdapterError` naming the first difference; return warnings for softer issues.
+
+    ``tensor_shapes``: the checkpoint's ``{tensor name: shape}``, when the caller has it (see :func:`fits_checkpoint`).
+    """
     config = read_model_config(model_path)
     check_signature(adapter, config)
+    if tensor_shapes is not None and fits_checkpoint(adapter, tensor_shapes):
+        return []
     shapes = base_module_shapes(model_path, trust_remote_code)
     layers = int(config.get("num_hidden_layers", 0) or 0)
     arch = (config.get("architectures") or [config.get("model_type", "this model")])[0]

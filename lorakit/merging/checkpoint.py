@@ -36,6 +36,10 @@ class TensorSource:
     def read(self, name: str):
         raise NotImplementedError
 
+    def raw_entry(self, name: str) -> TensorEntry | None:
+        """Where the tensor's stored bytes are, when they can be copied or read as they are (else ``None``)."""
+        return None
+
     def largest_file_bytes(self) -> int:
         return 0
 
@@ -64,6 +68,9 @@ class SafetensorsSource(TensorSource):
 
     def read(self, name):
         return read_tensor(self.entries[name])
+
+    def raw_entry(self, name):
+        return self.entries[name]
 
     def largest_file_bytes(self):
         return max(file.stat().st_size for file in self.files)
@@ -124,6 +131,22 @@ def _indexed_files(folder: Path, index_name: str) -> list[Path]:
             raise ModelNotFound(f"shard {name} listed in {index_name} is missing from {folder}", "the model download is incomplete")
         files.append(path)
     return files
+
+
+def safetensors_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
+    """``{tensor name: shape}`` from the safetensors headers of a model folder (no data read); ``None``
+    when the folder has no safetensors weights or they cannot be read (the merge reports that later)."""
+    folder = Path(folder)
+    try:
+        if (folder / SAFE_INDEX).is_file():
+            source = SafetensorsSource(_indexed_files(folder, SAFE_INDEX))
+        elif (folder / SAFE_SINGLE).is_file():
+            source = SafetensorsSource([folder / SAFE_SINGLE])
+        else:
+            return None
+    except LorakitError:
+        return None
+    return {name: entry.shape for name, entry in source.entries.items()}
 
 
 def open_checkpoint(folder: Path, allow_pickle: bool = False) -> TensorSource:

@@ -1,7 +1,9 @@
 """Write merged weights as Hugging Face safetensors shards plus ``model.safetensors.index.json``.
 
 The shard layout is planned from shapes alone, so each shard's header is written first and every
-tensor is merged, cast and written as soon as it is read.
+tensor is merged, cast and written as soon as it is read. A tensor that no LoRA changes and whose
+dtype stays is copied byte for byte from its input shard, in the kernel, without being decoded;
+a tensor that changes is read into one buffer reused from tensor to tensor and merged in place.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from lorakit.errors import UsageError
 from lorakit.merging.checkpoint import TensorSource
 from lorakit.merging.merge_math import merge_tensor
 from lorakit.merging.plan import MergePlan, OutTensor
-from lorakit.merging.safetensors_io import StreamingWriter, nbytes, torch_dtype
+from lorakit.merging.safetensors_io import StreamingWriter, nbytes, read_tensor, torch_dtype
 
 INDEX_FILE = "model.safetensors.index.json"
 _UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
@@ -59,6 +61,21 @@ class WriteReport:
     updated: int
 
 
+class _Scratch:
+    """One uint8 buffer, grown to the largest tensor read so far and reused for every read."""
+
+    def __init__(self):
+        self.buffer = None
+
+    def get(self, size: int):
+        import torch
+
+        if self.buffer is None or self.buffer.numel() < size:
+            self.buffer = None  # free the old one before allocating the larger one
+            self.buffer = torch.empty(size, dtype=torch.uint8)
+        return self.buffer
+
+
 def write_hf_weights(
     plan: MergePlan, source: TensorSource, folder: Path, max_shard_bytes: int, device: str = "cpu",
     progress: Callable[[str], None] | None = None,
@@ -66,20 +83,13 @@ def write_hf_weights(
     shards = plan_shards(plan.tensors, max_shard_bytes)
     names = shard_names(len(shards))
     weight_map: dict[str, str] = {}
+    scratch = _Scratch()
     for file_name, shard in zip(names, shards):
         writer = StreamingWriter(folder / file_name, [(t.name, t.dtype, t.shape) for t in shard])
         try:
             for tensor in shard:
-                base = source.read(tensor.source)
-                if tensor.updates:
-                    merged = merge_tensor(tensor, base, device, owned=source.fresh_reads)
-                    out = merged.to(dtype=torch_dtype(tensor.dtype)).cpu()
-                    del merged
-                else:
-                    out = base.to(dtype=torch_dtype(tensor.dtype))
-                writer.write(tensor.name, out)
+                _write_one(writer, tensor, source, device, scratch)
                 weight_map[tensor.name] = file_name
-                del base, out
         except BaseException:
             writer.abort()
             raise
@@ -91,3 +101,21 @@ def write_hf_weights(
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return WriteReport(names, total, len(plan.tensors), len(plan.updated()))
+
+
+def _write_one(writer: StreamingWriter, tensor: OutTensor, source: TensorSource, device: str, scratch: _Scratch) -> None:
+    entry = source.raw_entry(tensor.source)
+    if entry is not None and not tensor.updates and entry.dtype == tensor.dtype:
+        writer.copy_raw(tensor.name, entry)  # unchanged: the stored bytes, never decoded
+        return
+    if entry is not None:
+        base, owned = read_tensor(entry, into=scratch.get(entry.end - entry.start)), True
+    else:
+        base, owned = source.read(tensor.source), source.fresh_reads
+    if tensor.updates:
+        merged = merge_tensor(tensor, base, device, owned=owned)  # in place in the buffer when it is fp32 on the CPU
+        out = merged.to(dtype=torch_dtype(tensor.dtype)).cpu()
+        del merged
+    else:
+        out = base.to(dtype=torch_dtype(tensor.dtype))
+    writer.write(tensor.name, out)

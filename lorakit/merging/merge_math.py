@@ -37,6 +37,14 @@ def _apply_dora(weight, original, update: Update, device):
     return factor * (weight + delta)
 
 
+def _all_finite(weight) -> bool:
+    """Whether every value is finite. The sum is NaN or Inf when any value is (one pass, nothing allocated);
+    a finite tensor whose sum overflows is settled by the exact element-wise check."""
+    if bool(weight.sum().isfinite()):
+        return True
+    return bool(weight.isfinite().all())
+
+
 def merge_tensor(tensor: OutTensor, base, device: str = "cpu", owned: bool = False):
     """The merged tensor in fp32 on ``device``; raises when the result holds NaN or Inf.
 
@@ -60,7 +68,7 @@ def merge_tensor(tensor: OutTensor, base, device: str = "cpu", owned: bool = Fal
         elif update.kind == "bias":
             record = update.module
             weight.add_(record.bias.to(device=device, dtype=weight.dtype), alpha=update.lora.weight * record.scaling)
-    if tensor.updates and not bool(weight.isfinite().all()):
+    if tensor.updates and not _all_finite(weight):
         raise LorakitError(
             f"merging produced NaN or Inf in {tensor.name}; nothing was written",
             "check the adapters' weights (a diverged training run?) and the merge weights",

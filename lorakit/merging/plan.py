@@ -4,6 +4,10 @@ Tied embeddings need care: when the base ties ``lm_head`` to ``embed_tokens`` (t
 only the embedding) and a LoRA changes one of the two, the unmerged model changes only that one.
 Merging into the shared tensor would change both, so the plan unties them: it writes a separate
 ``lm_head.weight`` and sets ``tie_word_embeddings`` to false.
+
+Finding the tie takes the model class (transformers, a few seconds to import), so it is only asked
+when an update could touch an embedding: a tensor with a vocabulary-sized dimension, or a tensor the
+checkpoint does not store (a tied head). Updates to attention and MLP weights alone never need it.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ class MergePlan:
 def tied_embeddings(model_path: Path, trust_remote_code: bool = False) -> tuple[str, str] | None:
     """``(output_weight, input_weight)`` names when the model ties them, else ``None`` (built on the meta device)."""
     import torch
+
+    from lorakit.quiet import quiet_libraries
+
+    quiet_libraries()
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
@@ -64,6 +72,31 @@ def tied_embeddings(model_path: Path, trust_remote_code: bool = False) -> tuple[
         return None
     names = {id(module): name for name, module in model.named_modules()}
     return f"{names[id(output)]}.weight", f"{names[id(inputs)]}.weight"
+
+
+def _vocab_sizes(model_path: Path) -> set[int] | None:
+    """Every ``vocab_size`` in the model's config (text and top level); ``None`` when it names none."""
+    import json
+
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    sections = [config] + [value for value in config.values() if isinstance(value, dict)]
+    sizes = {int(section["vocab_size"]) for section in sections if isinstance(section.get("vocab_size"), int)}
+    return sizes or None
+
+
+def may_touch_embeddings(shapes: list[tuple[int, ...]], missing: bool, model_path: Path) -> bool:
+    """Whether the tie between input and output embeddings can matter for these updated tensor shapes."""
+    if missing:
+        return True
+    if not shapes:
+        return False
+    vocab = _vocab_sizes(model_path)
+    if vocab is None:
+        return True  # cannot tell which tensors are embeddings: ask the model
+    return any(size in vocab for shape in shapes for size in shape)
 
 
 def _find(source_names: set[str], module: str, leaf: str) -> str | None:
@@ -113,7 +146,8 @@ def build_plan(source: TensorSource, loras: list[LoadedLora], model_path: Path, 
 
     untied = False
     extra: list[OutTensor] = []
-    tie = tied_embeddings(model_path, trust_remote_code) if updates or missing else None
+    touching = may_touch_embeddings([tuple(source.shape(name)) for name in updates], bool(missing), model_path)
+    tie = tied_embeddings(model_path, trust_remote_code) if touching else None
     if tie is not None:
         output_name, input_name = tie
         head_updates = [missing.pop(key) for key in list(missing) if _find({output_name}, key.rsplit(".", 1)[0], "weight") == output_name]

@@ -60,14 +60,16 @@ def peak_rss_mb() -> float:
 
 def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: bool, trust_remote_code: bool = False) -> list[LoadedLora]:
     """Resolve, check against the base (when given) and load every LoRA; names made unique."""
+    from lorakit.merging.checkpoint import safetensors_shapes
     from lorakit.preflight import check_adapter_fits
 
+    tensor_shapes = safetensors_shapes(model_path) if model_path is not None else None
     loaded, used = [], set()
     for spec in specs:
         path = resolve_lora_path(spec.name)
         adapter = read_adapter(path, allow_pickle=allow_pickle)
         if model_path is not None:
-            for message in check_adapter_fits(adapter, model_path, trust_remote_code):
+            for message in check_adapter_fits(adapter, model_path, trust_remote_code, tensor_shapes):
                 warn(message)
         name, suffix = display_name(spec, path), 2
         while name in used:
@@ -80,9 +82,11 @@ def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: boo
 def run_merge(request: MergeRequest) -> dict:
     from lorakit.model_resolve import resolve_model
     from lorakit.preflight import read_model_config
-    from lorakit.quiet import quiet_libraries
+    from lorakit.quiet import quiet_libraries, quiet_logs
 
-    quiet_libraries()
+    quiet_logs()
+    if request.verify or request.fmt != "hf" or request.dequantize:
+        quiet_libraries()  # these import transformers; a plain --no-verify merge never does (torch and safetensors only)
     started = time.perf_counter()
     output = check_output(request.output, request.force, folder=request.fmt != "gguf-lora")
     model_path = resolve_model(request.model)

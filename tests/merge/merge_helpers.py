@@ -1,34 +1,16 @@
 """Fixtures and helpers for the merge tests: extra real PEFT adapters on the tiny Llama, PEFT references.
 
-Not a conftest.py: a second ``conftest`` module would shadow the root one for tests that do
-``from conftest import ...``. Test modules import the fixtures they use from here; the builders are
-cached, so a fixture imported into several modules still builds its adapter once per session.
+Not a conftest.py: a second ``conftest`` module would shadow the root one. Test modules import the
+fixtures they use from here; the builders (``tests/lorakit_testing.py``) are cached, so a fixture
+imported into several modules still builds its adapter once per session.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def _root_conftest():
-    path = str(Path(__file__).resolve().parents[1] / "conftest.py")
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) == path:
-            return module
-    spec = importlib.util.spec_from_file_location("lorakit_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["lorakit_root_conftest"] = module
-    return module
-
-
-build_tiny_model = _root_conftest().build_tiny_model
-make_peft_adapter = _root_conftest().make_peft_adapter
-
+from lorakit_testing import build_tiny_model, make_peft_adapter  # tests/ is on sys.path (the root conftest)
 
 _built: dict[Path, Path] = {}
 
