@@ -55,7 +55,7 @@ OPTIONS = [
     _opt("--init-lora-weights", default=D.init_lora_weights, help="One of: " + ", ".join(INIT_METHODS) + "."),
     _opt("--report-to", default=D.report_to, help="none or tensorboard (logs under OUTPUT/runs)."),
     _opt("--copy-from", metavar="LORA", help="Start from the saved parameters of an existing LoRA (flags still override)."),
-    _opt("--config", "config_file", metavar="FILE", help="YAML/JSON file of parameters (keys as the flag names)."),
+    _opt("--config", "config_file", metavar="FILE", help=f"YAML/JSON file of parameters (keys as the flag names). '{SAMPLE_ALIAS}' = the settings for the sample dataset."),
     _opt("--resume", is_flag=True, help="Continue from the newest complete checkpoint in the output folder."),
     _opt("--overwrite", is_flag=True, help="Replace an existing LoRA of the same name."),
     _opt("--dry-run", is_flag=True, help="Show formatted samples with trained tokens marked and token counts; train nothing."),
@@ -83,6 +83,7 @@ def train(ctx: click.Context, model, **flags):
 
     \b
     Examples:
+      lorakit train --config sample          # the sample dataset with settings for 32 rows
       lorakit train --name facts --dataset sample --target-modules all-linear --rank 16 --alpha 32 --learning-rate 3e-3 --scheduler constant --warmup-steps 0 --batch-size 8 --micro-batch-size 8 --epochs 4 --add-eos
       lorakit train --name facts --dataset sample --dry-run
       lorakit train --name novel --raw-text books/ --cutoff-len 512 --overlap-len 128 --save-steps 50
@@ -98,7 +99,12 @@ def train(ctx: click.Context, model, **flags):
     if model is not None:
         typed["model"] = model
     copied = P.params_from_lora(flags["copy_from"]) if flags["copy_from"] else {}
-    config = P.read_config_file(flags["config_file"]) if flags["config_file"] else {}
+    config_file = flags["config_file"]
+    if config_file == SAMPLE_ALIAS and not Path(SAMPLE_ALIAS).exists():
+        from lorakit.training.dataset import sample_config_path
+
+        config_file = sample_config_path()
+    config = P.read_config_file(config_file) if config_file else {}
     merged = {**copied, **config, **typed}
 
     output, name = _output_and_name(merged, flags["output"])

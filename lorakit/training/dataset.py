@@ -92,6 +92,11 @@ def sample_dataset_path() -> Path:
     return Path(str(resources.files("lorakit") / "data" / "sample_facts.json"))
 
 
+def sample_config_path() -> Path:
+    """``--config sample``: the settings the README's first job uses on the sample dataset."""
+    return Path(str(resources.files("lorakit") / "data" / "sample_facts.train.yaml"))
+
+
 def read_rows(path: Path) -> list[tuple[str, object]]:
     """``[(label, row)]`` from a JSON list or JSON Lines file; errors name the line."""
     path = Path(path)

@@ -173,3 +173,12 @@ def test_qlora_on_cpu_keeps_training_after_an_eval(run_cli, tiny_model_dir, tiny
     log = json.loads((lorakit_home / "loras" / "q4" / "training_log.json").read_text())["steps"]
     assert all(entry["grad_norm"] > 0 for entry in log[1:])  # steps after an eval still get gradients
     assert log[-1]["eval_loss"] < log[0]["eval_loss"]
+
+
+def test_config_sample_is_the_readme_job_and_flags_still_win(run_cli, tiny_model_dir, lorakit_home):
+    code, out, err = run_cli("train", str(tiny_model_dir), "--config", "sample", "--epochs", "0.25", "--precision", "fp32", "--json")
+    assert code == 0, err
+    saved = json.loads((lorakit_home / "loras" / "sample-facts" / "training_parameters.json").read_text())
+    assert saved["rank"] == 16 and saved["alpha"] == 32 and saved["target_modules"] == ["all-linear"] and saved["add_eos"] is True
+    assert saved["learning_rate"] == 3e-3 and saved["batch_size"] == saved["micro_batch_size"] == 8 and saved["epochs"] == 0.25
+    assert saved["dataset"].endswith("sample_facts.json")
