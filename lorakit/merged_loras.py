@@ -14,7 +14,7 @@ its factors, and only layers whose wanted sum changed are touched.
 
 Undo is exact. On the CPU the base tensor itself is kept and the folded weight lives in a second
 buffer; switching is swapping which tensor the parameter points at, so restoring the base copies
-nothing. On an accelerator a copy of each touched base weight is kept in host memory instead (so the
+nothing, and returning to a sum computed before (``--compare``'s base and LoRA turns) reuses it. On an accelerator a copy of each touched base weight is kept in host memory instead (so the
 accelerator does not pay for it) and copied back. Either way the price is host memory for one more
 copy of every touched weight (about 10 % of the model for a q,v LoRA, 80 % for an all-linear one)
 while the session lives; ``LORAKIT_PEFT_INFERENCE=1`` keeps PEFT's unmerged path instead. Anything
@@ -63,6 +63,7 @@ class MergedLoras:
         self.active: list[str] = []
         self.originals: dict[str, object] = {}  # CPU: the base tensor itself; accelerator: a host copy
         self._buffers: dict[str, object] = {}  # CPU: the tensor that holds the folded weight
+        self._buffer_holds: dict[str, tuple] = {}  # CPU: which sum a buffer holds (kept while unused)
         self._folded: dict[str, tuple] = {}  # module -> ((serial, scale), ...) now in its weight
         self._modules: dict[str, tuple] = {}
         self._hooks: list = []
@@ -193,8 +194,12 @@ class MergedLoras:
                 weight.data = original
                 return
             target = self._buffers.get(module_name)
+            if target is not None and self._buffer_holds.get(module_name) == wanted:
+                weight.data = target  # back to a sum computed before (e.g. --compare's base/LoRA turns)
+                return
             if target is None:
                 target = self._buffers[module_name] = torch.empty_like(original)
+            self._buffer_holds.pop(module_name, None)
         else:
             original = original.to(weight.device, non_blocking=True)
             target = weight.data
@@ -212,4 +217,5 @@ class MergedLoras:
                 total.addmm_(b.float(), a.float(), alpha=scale)
             target.copy_(total)
         if on_cpu:
+            self._buffer_holds[module_name] = wanted
             weight.data = target

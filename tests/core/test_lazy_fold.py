@@ -83,3 +83,20 @@ def test_generation_folds_and_matches_an_eager_session(tiny_model_dir, tiny_adap
     with torch.inference_mode():  # a fold triggered in inference mode leaves ordinary tensors behind
         assert torch.equal(lazy.generate_ids(ids, settings), eager.generate_ids(ids, settings))
     assert not _q_weight(lazy).data.is_inference()
+
+
+def test_compare_turns_reuse_the_folded_weights(tiny_model_dir, tiny_adapter_dir, monkeypatch):
+    session, ids = _open(tiny_model_dir)
+    session.add_lora("a", tiny_adapter_dir)
+    with_lora = session.forward_logits(ids)
+    calls = []
+    real_addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *args, **kwargs: (calls.append(1), real_addmm(*args, **kwargs))[1])
+    for _ in range(2):  # what --compare does: the base's turn, then the LoRA's
+        with session.only([]):
+            base = session.forward_logits(ids)
+        assert torch.equal(session.forward_logits(ids), with_lora)
+    assert calls == [] and (base - with_lora).abs().max().item() > 1e-3
+    session.set_weight("a", 0.5)
+    session.forward_logits(ids)
+    assert calls  # a new sum is computed, not reused
