@@ -2,6 +2,11 @@
 
 Plain LoRA updates are added in row blocks, so the full ``B @ A`` product never exists next to the
 weight: peak memory for a tensor is the tensor in fp32 plus one block.
+
+The rounding follows PEFT's ``merge``: the product ``B @ A`` is scaled (one fp32 rounding), then
+added to the weight (a second rounding), so an fp32 merge is bit-identical to ``merge_and_unload``
+for any scaling. A fused ``W + s * BA`` (``add_(alpha=s)``, ``addmm``) rounds once and differs in
+the last bit whenever ``s`` is not a power of two.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ def _add_lora(weight, update: Update, device) -> None:
     for start in range(0, rows, step):
         stop = min(rows, start + step)
         block = (B @ A[:, start:stop]).T if transposed else B[start:stop] @ A
-        weight[start:stop].add_(block, alpha=factor)
+        weight[start:stop].add_(block.mul_(factor))
 
 
 def _apply_dora(weight, original, update: Update, device):
@@ -67,7 +72,7 @@ def merge_tensor(tensor: OutTensor, base, device: str = "cpu", owned: bool = Fal
             weight = _apply_dora(weight, original, update, device)
         elif update.kind == "bias":
             record = update.module
-            weight.add_(record.bias.to(device=device, dtype=weight.dtype), alpha=update.lora.weight * record.scaling)
+            weight.add_(record.bias.to(device=device, dtype=weight.dtype) * (update.lora.weight * record.scaling))
     if tensor.updates and not _all_finite(weight):
         raise LorakitError(
             f"merging produced NaN or Inf in {tensor.name}; nothing was written",
