@@ -144,7 +144,7 @@ def safetensors_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
             source = SafetensorsSource([folder / SAFE_SINGLE])
         else:
             return None
-    except LorakitError:
+    except (LorakitError, OSError, ValueError):
         return None
     return {name: entry.shape for name, entry in source.entries.items()}
 

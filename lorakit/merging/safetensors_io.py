@@ -74,8 +74,8 @@ def _data_start(path: Path) -> int:
 def list_entries(path: Path) -> list[TensorEntry]:
     """Entries of one safetensors file in the order of their data."""
     path = Path(path)
+    header = read_header(path)  # validates the file first (a short or truncated file is named)
     base = _data_start(path)
-    header = read_header(path)
     entries = [
         TensorEntry(name, path, info["dtype"], tuple(info["shape"]), base + info["data_offsets"][0], base + info["data_offsets"][1])
         for name, info in header.items()
