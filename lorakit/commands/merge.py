@@ -49,7 +49,7 @@ def apply_weights(texts: list[str], weights: str | None):
 @click.option("--svd-rank", type=int, default=None, help="Rank of an svd combination (default: the largest input rank).")
 @click.option("--svd-clamp", type=float, default=None, help="Quantile at which svd factors are clamped (off by default).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for DARE pruning.")
-@click.option("--no-verify", is_flag=True, help="Skip comparing the merged model's logits with base + unmerged LoRAs.")
+@click.option("--no-verify", is_flag=True, help="Skip comparing the merged model's logits with base + LoRAs attached at runtime.")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 @click.option("--cpu", is_flag=True, help="Merge and verify on the CPU even when a GPU is present.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle weight files (loaded with weights_only=True).")
@@ -60,7 +60,7 @@ def merge(as_json, **options):
 
     Each LoRA's WEIGHT multiplies its update: W + sum_i w_i * (alpha_i / r_i) * B_i A_i.
     The merge streams tensor by tensor (memory: about one tensor plus the adapters), writes under a
-    temporary name, checks the logits against base + unmerged LoRAs, then renames the output into place.
+    temporary name, checks the logits against base + LoRAs attached at runtime, then renames the output into place.
 
     \b
     Examples:

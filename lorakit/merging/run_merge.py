@@ -178,10 +178,10 @@ def _verify(request, loras, model_path, plan, tmp, device, dequantized_source=No
     else:
         load = load_hf_folder(tmp, request.trust_remote_code)
     load_base = None
-    label = "base + unmerged LoRAs"
+    label = "base + LoRAs attached at runtime"
     if dequantized_source is not None:
         load_base = model_from_source(model_path, dequantized_source, request.trust_remote_code)
-        label = "dequantized base + unmerged LoRAs"
+        label = "dequantized base + LoRAs attached at runtime"
     result = verify(model_path, [(lora.path, lora.weight) for lora in loras], load, _dominant_dtype(plan), device,
                     request.trust_remote_code, request.allow_pickle, label, load_base)
     if not result.within_tolerance:

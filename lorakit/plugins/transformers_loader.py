@@ -124,7 +124,7 @@ class TransformersSession(Session):
 
     def _use_merged(self, adapter) -> bool:
         """Fold plain LoRAs into the weights for inference (see lorakit.merged_loras); PEFT otherwise."""
-        if self.peft is not None or self.options.purpose != "inference" or self.options.quantization():
+        if self.peft is not None or self.options.purpose not in ("inference", "merge-verify") or self.options.quantization():
             return False
         if os.environ.get("LORAKIT_PEFT_INFERENCE"):
             return False
