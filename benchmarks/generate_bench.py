@@ -2,9 +2,11 @@
 
 Model: the real SmolLM2-135M-Instruct, lorakit's default precision (fp32 on CPU, bf16 on CUDA), batch 1.
 Data: one chat prompt (the model's chat template), greedy decoding, exactly N new tokens
-(min_new_tokens = max_new_tokens, so every side does the same work): N = 16 with --quick, 64 otherwise.
-Each lorakit configuration gets its own interleaved series against the reference (A B A B ..., 4 rounds
-with --quick, 6 otherwise), after a short warm-up generation on every side.
+(min_new_tokens = max_new_tokens, so every side does the same work): N = 16 with --quick, 32 otherwise.
+Each lorakit configuration gets its own interleaved series against the reference (A B, B A, A B ...:
+who goes first alternates; 8 rounds with --quick, 12 otherwise), after a short warm-up generation on
+every side. Batch-1 decoding on a shared CPU swings by 10 % from one run to the next, so many short
+rounds give a steadier median ratio than a few long ones.
 Adapters: PEFT LoRAs made in a temp folder: A = r 8 / alpha 16 on q_proj, v_proj (the alpaca-lora
 recipe), B = r 16 / alpha 16 on q_proj, k_proj, v_proj, o_proj, C = r 8 / alpha 16 on all seven linear
 layers (the QLoRA recipe); 1 LoRA is measured with A and with C, the pair runs as A:0.7 + B:0.5.
@@ -103,7 +105,7 @@ def run(quick: bool) -> list[dict]:
     from lorakit.loader_api import LoadOptions
     from lorakit.session_factory import open_session
 
-    tokens, repeats = (16, 4) if quick else (64, 6)
+    tokens, repeats = (16, 8) if quick else (32, 12)
     model_dir = smollm2()
     settings = _fixed_length_settings(tokens)
     with tempfile.TemporaryDirectory(prefix="lorakit-bench-gen-") as tmp:
@@ -150,9 +152,9 @@ def run(quick: bool) -> list[dict]:
         progress(f"generate: {len(METRICS)} comparisons, each {repeats} rounds of lorakit / transformers x {tokens} tokens")
         results = []
         for metric, (side, target, what) in METRICS.items():
-            # One A B A B series per comparison: each lorakit run sits right next to a reference run,
+            # One A B, B A, ... series per comparison: each lorakit run sits right next to a reference run,
             # so bursts of load from other processes hit both halves of a pair.
-            samples = interleave({"lorakit": lorakit_side(side), "reference": reference_side}, repeats=repeats, warmup=0)
+            samples = interleave({"lorakit": lorakit_side(side), "reference": reference_side}, repeats=repeats, warmup=0, rotate=True)
             counts = {s["tokens"] for runs in samples.values() for s in runs}
             if counts != {tokens}:
                 results.append(failed(NAME, f"sides generated {sorted(counts)} tokens, expected exactly {tokens}", metric, label, target))
