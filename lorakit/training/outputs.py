@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lorakit.atomic import atomic_write_text, usual_mode
+from lorakit.atomic import atomic_file, atomic_write_text
 from lorakit.errors import AdapterError
 
 LOG_FILE = "training_log.json"
@@ -97,16 +97,11 @@ def plot_loss(output: Path, log: list[dict], title: str) -> Path | None:
     axis.legend()
     figure.tight_layout()
     target = Path(output) / PLOT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{PLOT_FILE}.tmp-", suffix=".png", dir=output)
-    os.close(fd)
     try:
-        figure.savefig(tmp)
-        usual_mode(Path(tmp), like=target)
-        os.replace(tmp, target)
+        with atomic_file(target, replace=True) as tmp:
+            figure.savefig(tmp, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
