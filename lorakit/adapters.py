@@ -60,6 +60,12 @@ class AdapterInfo:
         return modules
 
 
+def module_path_candidates(module: str) -> tuple[str, ...]:
+    """The names an adapter's module path may have in the base, most likely first: adapter paths
+    sometimes carry one more or one fewer ``model.`` prefix than the checkpoint."""
+    return (module, f"model.{module}", module.removeprefix("model."))
+
+
 def _read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

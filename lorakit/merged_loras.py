@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.adapters import AdapterInfo
+from lorakit.adapters import AdapterInfo, module_path_candidates
 
 _PREFIX = "base_model.model."
 _serials = itertools.count(1)
@@ -86,7 +86,7 @@ class MergedLoras:
     def _resolve(self, name: str):
         import torch
 
-        for candidate in (name, f"model.{name}", name.removeprefix("model.")):
+        for candidate in module_path_candidates(name):
             try:
                 module = self.model.get_submodule(candidate)
             except AttributeError:
@@ -140,9 +140,13 @@ class MergedLoras:
         for module_name in stale:
             self._hooks.append(self._module(module_name)[1].register_forward_pre_hook(self._before_forward))
 
+    def _terms(self, module_name: str) -> list[tuple[int, float, tuple]]:
+        """``(serial, scale, (A, B))`` of every active LoRA that changes this layer."""
+        return [(entry.serial, entry.weight * entry.scaling, entry.factors[module_name])
+                for entry in (self.adapters[n] for n in self.active) if module_name in entry.factors]
+
     def _wanted(self, module_name: str) -> tuple:
-        return tuple((self.adapters[n].serial, self.adapters[n].weight * self.adapters[n].scaling)
-                     for n in self.active if module_name in self.adapters[n].factors)
+        return tuple((serial, scale) for serial, scale, _ in self._terms(module_name))
 
     def _stale(self) -> list[str]:
         touched = {module for adapter in self.adapters.values() for module in adapter.factors} | set(self._folded)
@@ -171,18 +175,17 @@ class MergedLoras:
         # in the model's parameters.
         with torch.inference_mode(False), torch.no_grad():
             for module_name in self._stale():
-                wanted = self._wanted(module_name)
-                self._fold(module_name, self._module(module_name)[1].weight, wanted)
+                terms = self._terms(module_name)
+                wanted = tuple((serial, scale) for serial, scale, _ in terms)
+                self._fold(module_name, self._module(module_name)[1].weight, wanted, [(scale, factors) for _, scale, factors in terms])
                 if wanted:
                     self._folded[module_name] = wanted
                 else:
                     self._folded.pop(module_name, None)
 
-    def _fold(self, module_name: str, weight, wanted: tuple) -> None:
+    def _fold(self, module_name: str, weight, wanted: tuple, deltas: list) -> None:
         import torch
 
-        deltas = [(self.adapters[n].weight * self.adapters[n].scaling, self.adapters[n].factors[module_name])
-                  for n in self.active if module_name in self.adapters[n].factors]
         on_cpu = weight.device.type == "cpu"
         if module_name not in self.originals:
             # The first fold of a layer keeps its base: on the CPU the tensor itself (the parameter is

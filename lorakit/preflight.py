@@ -14,7 +14,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from lorakit.adapters import SIGNATURE_KEYS, AdapterInfo
+from lorakit.adapters import SIGNATURE_KEYS, AdapterInfo, module_path_candidates
 from lorakit.errors import AdapterError, ModelNotFound
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.|\.h\.(\d+)\.|\.blocks\.(\d+)\.")
@@ -77,12 +77,7 @@ def _dimension_name(value: int, config: dict) -> str:
 
 def _strip_to_base(module: str, shapes: dict) -> str | None:
     """Adapter module paths sometimes carry one more or one fewer wrapper prefix than the base."""
-    if module in shapes:
-        return module
-    for candidate in (f"model.{module}", module.removeprefix("model.")):
-        if candidate in shapes:
-            return candidate
-    return None
+    return next((candidate for candidate in module_path_candidates(module) if candidate in shapes), None)
 
 
 def check_signature(adapter: AdapterInfo, config: dict) -> None:
@@ -106,8 +101,7 @@ def fits_checkpoint(adapter: AdapterInfo, tensor_shapes: dict[str, tuple[int, ..
     if adapter.config.get("fan_in_fan_out"):
         return False  # GPT-2 style Conv1D layers: their kind decides the layout and the warning
     for module, parts in adapter.module_parts().items():
-        candidates = (module, f"model.{module}", module.removeprefix("model."))
-        weight = next((tuple(tensor_shapes[f"{name}.weight"]) for name in candidates if f"{name}.weight" in tensor_shapes), None)
+        weight = next((tuple(tensor_shapes[f"{name}.weight"]) for name in module_path_candidates(module) if f"{name}.weight" in tensor_shapes), None)
         if weight is None or len(weight) != 2:
             return False
         rows, columns = weight

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lorakit.adapters import module_path_candidates
 from lorakit.errors import LorakitError
 from lorakit.merging.lora_weights import LoadedLora, ModuleLora
 from lorakit.merging.meta_export import permute, unpermute
@@ -31,7 +32,7 @@ def _arch(config: dict, label: str) -> str:
 
 
 def _gguf_name(name_map, module: str) -> str:
-    for candidate in (module, f"model.{module}", module.removeprefix("model.")):
+    for candidate in module_path_candidates(module):
         found = name_map.get_name(f"{candidate}.weight", try_suffixes=(".weight",))
         if found:
             return found

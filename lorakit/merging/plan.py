@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lorakit.adapters import module_path_candidates
 from lorakit.console import warn
 from lorakit.errors import AdapterError
 from lorakit.merging.checkpoint import TensorSource
@@ -100,8 +101,7 @@ def may_touch_embeddings(shapes: list[tuple[int, ...]], missing: bool, model_pat
 
 
 def _find(source_names: set[str], module: str, leaf: str) -> str | None:
-    # Adapter module paths sometimes carry one more or one fewer "model." than the checkpoint.
-    for candidate in (module, f"model.{module}", module.removeprefix("model.")):
+    for candidate in module_path_candidates(module):
         if f"{candidate}.{leaf}" in source_names:
             return f"{candidate}.{leaf}"
     return None

@@ -47,7 +47,7 @@ def test_a_burst_of_changes_folds_once_and_only_changed_layers(tiny_model_dir, t
     session, ids = _open(tiny_model_dir)
     folds = []
     original_fold = MergedLoras._fold
-    monkeypatch.setattr(MergedLoras, "_fold", lambda self, name, weight, wanted: (folds.append(name), original_fold(self, name, weight, wanted)))
+    monkeypatch.setattr(MergedLoras, "_fold", lambda self, name, weight, wanted, deltas: (folds.append(name), original_fold(self, name, weight, wanted, deltas)))
 
     session.add_lora("a", tiny_adapter_dir)
     session.add_lora("b", tiny_adapter2_dir, 0.5)
