@@ -6,17 +6,20 @@ one set of fixtures; the builders live in ``tests/lorakit_testing.py`` and ``tes
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
-
-from gptq_fixtures import smollm2_gptq_dir, tiny_gptq_dir  # noqa: E402,F401
-from lorakit_testing import CACHE, SHARED_DATA, build_tiny_model, build_tiny_tokenizer, make_peft_adapter, shared_data, write_json  # noqa: F401
+from gptq_fixtures import smollm2_gptq_dir, tiny_gptq_dir  # noqa: F401  (tests/ is on pytest's pythonpath)
+from lorakit_testing import (  # noqa: F401
+    CACHE,
+    SHARED_DATA,
+    build_tiny_model,
+    build_tiny_tokenizer,
+    make_peft_adapter,
+    shared_data,
+    write_json,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,7 +48,7 @@ def smollm2_dir() -> Path:
     previous = os.environ.get("LORAKIT_HOME")
     os.environ["LORAKIT_HOME"] = str(CACHE / "home")
     try:
-        from lorakit.model_resolve import resolve_model
+        from lorakit.store.models import resolve_model
 
         try:
             return resolve_model(None)
@@ -68,11 +71,11 @@ def lorakit_home(tmp_path, monkeypatch) -> Path:
     if cached.is_dir():
         (home / "models" / "SmolLM2-135M-Instruct").symlink_to(cached)
     monkeypatch.setenv("LORAKIT_HOME", str(home))
-    from lorakit import cli
+    from lorakit.plugin import host
 
-    cli.reset_plugin_manager()
+    host.reset_plugin_manager()
     yield home
-    cli.reset_plugin_manager()
+    host.reset_plugin_manager()
 
 
 @pytest.fixture

@@ -127,7 +127,7 @@ def cmd_run(args, argv: list[str]) -> int:
 
 
 def _write(path: Path, text: str) -> None:
-    from lorakit.atomic import atomic_write_text
+    from lorakit.store.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)

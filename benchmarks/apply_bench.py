@@ -3,7 +3,7 @@
 Model: the real SmolLM2-135M-Instruct, lorakit's default precision (fp32 on CPU, bf16 on CUDA).
 Adapter: a PEFT LoRA made in a temp folder, r 8 / alpha 16 on q_proj, v_proj (the alpaca-lora recipe).
 lorakit side: ``session.add_lora`` then ``session.remove_lora`` on a session from
-``lorakit.session_factory.open_session`` (the transformers loader, whose removal is "fast").
+``lorakit.inference.planning.open_session`` (the transformers loader, whose removal is "fast").
 Reference: reloading the base the plain transformers way (AutoTokenizer + AutoModelForCausalLM
 .from_pretrained, same device and dtype), which is what dropping a LoRA costs without detach. After
 the warm-up the files sit in the page cache, so this is the fastest a reload gets: a strict reference.
@@ -65,9 +65,9 @@ def _check(session, model_dir, adapter, input_ids, dtype, tolerance) -> tuple[bo
 
 
 def run(quick: bool) -> list[dict]:
-    from lorakit.devices import torch_dtype
-    from lorakit.loader_api import LoadOptions
-    from lorakit.session_factory import open_session
+    from lorakit.inference.planning import open_session
+    from lorakit.loaders.devices import torch_dtype
+    from lorakit.loaders.options import LoadOptions
 
     model_dir = smollm2()
     options = LoadOptions()

@@ -5,7 +5,7 @@ Data: the start of WikiText-2 raw test (shared/data/wikitext2_test.raw.txt): 4,0
 --quick (about 1,000 tokens), 40,000 otherwise (about 9,000); max length 512, stride 256.
 lorakit side: what ``lorakit eval`` runs once the model is loaded (tokenize the dataset, plan the
 windows, score them in batches: lorakit.evaluation.documents / windows / scoring) on a session from
-``lorakit.session_factory.open_session``.
+``lorakit.inference.planning.open_session``.
 Reference: the loop of the transformers documentation ("Perplexity of fixed-length models"), one
 window at a time, ``model(input_ids, labels=target_ids).loss`` on a model loaded the plain way, with
 the exact token count (the labels left after the model's shift).
@@ -69,9 +69,9 @@ def lorakit_eval(session, dataset_path: Path) -> tuple[float, int]:
 def run(quick: bool) -> list[dict]:
     import tempfile
 
-    from lorakit.devices import torch_dtype
-    from lorakit.loader_api import LoadOptions
-    from lorakit.session_factory import open_session
+    from lorakit.inference.planning import open_session
+    from lorakit.loaders.devices import torch_dtype
+    from lorakit.loaders.options import LoadOptions
 
     if not DATA.is_file():
         return [failed(NAME, f"{DATA} is missing", metric="tokens_per_s", target=">= 1.0")]

@@ -10,7 +10,7 @@ rounds give a steadier median ratio than a few long ones.
 Adapters: PEFT LoRAs made in a temp folder: A = r 8 / alpha 16 on q_proj, v_proj (the alpaca-lora
 recipe), B = r 16 / alpha 16 on q_proj, k_proj, v_proj, o_proj, C = r 8 / alpha 16 on all seven linear
 layers (the QLoRA recipe); 1 LoRA is measured with A and with C, the pair runs as A:0.7 + B:0.5.
-lorakit side: ``lorakit.session_factory.open_session`` + ``lorakit.generation.generate``, one session
+lorakit side: ``lorakit.inference.planning.open_session`` + ``lorakit.inference.generation.generate``, one session
 per configuration. Reference: the plain transformers base (``AutoModelForCausalLM.from_pretrained``,
 same device and dtype) calling ``model.generate``, interleaved with the lorakit sides in one process.
 Checked before any ratio: lorakit's base produces exactly the reference tokens; lorakit's logits with
@@ -26,7 +26,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import device_label, failed, interleave, paired_ratio, progress, record
+from benchmarks.harness import (
+    device_label,
+    failed,
+    interleave,
+    paired_ratio,
+    progress,
+    record,
+)
 from benchmarks.models import chat_ids, load_reference, make_adapter, smollm2
 
 NAME = "generate"
@@ -38,7 +45,7 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 
 def _fixed_length_settings(tokens: int):
-    from lorakit.generation import SamplingSettings
+    from lorakit.inference.generation import SamplingSettings
 
     @dataclass
     class FixedLength(SamplingSettings):
@@ -100,10 +107,10 @@ def _cpu_note(samples) -> str:
 def run(quick: bool) -> list[dict]:
     import torch
 
-    from lorakit.devices import torch_dtype
-    from lorakit.generation import generate
-    from lorakit.loader_api import LoadOptions
-    from lorakit.session_factory import open_session
+    from lorakit.inference.generation import generate
+    from lorakit.inference.planning import open_session
+    from lorakit.loaders.devices import torch_dtype
+    from lorakit.loaders.options import LoadOptions
 
     tokens, repeats = (16, 8) if quick else (32, 12)
     model_dir = smollm2()

@@ -320,7 +320,7 @@ def device_label(device: str | None = None) -> str:
     import torch
 
     if device is None:
-        from lorakit.devices import pick_device
+        from lorakit.loaders.devices import pick_device
 
         device = pick_device()
     device = str(device)

@@ -81,7 +81,7 @@ INDEX = "model.safetensors.index.json"
 
 def synthetic_llama(quick: bool) -> tuple[Path, str]:
     """A random-weight Llama saved by transformers in several safetensors shards (built once, then reused)."""
-    from lorakit.atomic import file_lock
+    from lorakit.store.atomic import file_lock
 
     layers, shard_size = SYNTHETIC[quick]
     home = bench_home()

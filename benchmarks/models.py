@@ -25,7 +25,7 @@ def bench_home() -> Path:
 def smollm2() -> Path:
     """The embedded SmolLM2-135M-Instruct as a Hugging Face folder (converted once, then reused)."""
     bench_home()
-    from lorakit.model_resolve import resolve_model
+    from lorakit.store.models import resolve_model
 
     return resolve_model(None)
 
@@ -61,7 +61,7 @@ def load_reference(model_dir: Path, device: str, dtype):
 
 def chat_ids(tokenizer, prompt: str = PROMPT):
     """The prompt through the model's chat template, as lorakit's generate command encodes it."""
-    from lorakit.prompts import encode, render
+    from lorakit.inference.prompts import encode, render
 
     text, special = render("chat", tokenizer, prompt)
     return encode(tokenizer, text, special)

@@ -32,7 +32,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-from benchmarks.harness import REPO_ROOT, device_label, failed, interleave, progress, record
+from benchmarks.harness import (
+    REPO_ROOT,
+    device_label,
+    failed,
+    interleave,
+    progress,
+    record,
+)
 from benchmarks.models import smollm2
 
 NAME = "train"
@@ -57,7 +64,7 @@ def _lorakit_trainer(model_dir, examples, device, output):
     params = TrainParams(model=str(model_dir), rank=8, alpha=16, dropout=0.05, target_modules=["q_proj", "v_proj"], learning_rate=3e-4,
                          scheduler="linear", epochs=1, micro_batch_size=MICRO, batch_size=MICRO * ACCUMULATION,
                          warmup_steps=WARMUP * ACCUMULATION, cutoff_len=CUTOFF, seed=SEED)
-    session, precision = load_base(params, model_dir, cpu=device == "cpu")
+    session, precision = load_base(params, model_dir, cpu=device == "cpu", device=device)
     model = attach_lora(session.model, params)
     trainer = Trainer(params, model, examples, [], session.device(), precision, DistContext(), output, params.to_json(), show_progress=False)
     return trainer, precision
@@ -69,7 +76,13 @@ class ReferenceRun:
     def __init__(self, model_dir, examples, order, steps, device, bf16, output):
         import torch
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+        from transformers import (
+            AutoModelForCausalLM,
+            Trainer,
+            TrainerCallback,
+            TrainingArguments,
+            default_data_collator,
+        )
 
         rows = []
         for index in order:  # padded to the cutoff, pad positions masked by length (never by id: pad == eos here)
@@ -166,7 +179,7 @@ def run(quick: bool) -> list[dict]:
     import torch
     from transformers import AutoTokenizer
 
-    from lorakit.devices import pick_device
+    from lorakit.loaders.devices import pick_device
 
     if not DATA.is_file():
         return [failed(NAME, f"{DATA} is missing", metric="tokens_per_s", target=">= 1.5")]

@@ -26,25 +26,6 @@ CORE_COMMANDS = {
     "plugins": ("lorakit.commands.plugins", "plugins", "List installed plugins and the hooks they implement."),
 }
 
-_plugin_manager = None
-
-
-def plugin_manager():
-    """The process-wide plugin manager, built on first use."""
-    global _plugin_manager
-    if _plugin_manager is None:
-        from lorakit.plugin_manager import get_plugin_manager
-
-        _plugin_manager = get_plugin_manager()
-    return _plugin_manager
-
-
-def reset_plugin_manager() -> None:
-    """Forget the cached manager (tests that install or remove plugins call this)."""
-    global _plugin_manager
-    _plugin_manager = None
-
-
 class LorakitGroup(click.Group):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -54,9 +35,9 @@ class LorakitGroup(click.Group):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        from lorakit.plugin_manager import call_each
+        from lorakit.plugin.host import add_plugin_commands
 
-        call_each(plugin_manager(), "register_commands", cli=self)
+        add_plugin_commands(self)
 
     def list_commands(self, ctx):
         self._load_plugin_commands()
@@ -98,13 +79,13 @@ def _debug() -> bool:
 
 def explain_exception(error: BaseException) -> str:
     """Turn a library error into one actionable line."""
-    from lorakit.error_translation import translate
+    from lorakit.output.explain import translate
 
     return translate(error)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lorakit.quiet import quiet_logs
+    from lorakit.output.quiet import quiet_logs
 
     quiet_logs()
     try:

@@ -143,7 +143,7 @@ def gptqmodel_installed() -> bool:
 
 
 def engine_environment() -> None:
-    """What GPTQModel needs on a small CPU machine (see GUIDE.md): worker count and its own temp folder."""
+    """What GPTQModel needs on a small CPU machine: worker count (it refuses more than the cores) and its own temp folder."""
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(2, os.cpu_count() or 1)))
     scratch = GPTQ_CACHE / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def quantize_with_gptqmodel(source: Path, target: Path, group_size: int = 64, de
     import contextlib
     import sys
 
-    from lorakit.atomic import atomic_folder, file_lock
+    from lorakit.store.atomic import atomic_folder, file_lock
 
     engine_environment()
     with file_lock(target.with_name(target.name + ".lock")):

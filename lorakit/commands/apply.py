@@ -6,7 +6,12 @@ import json
 
 import click
 
-from lorakit.commands.options import build_load_options, load_options, lora_option, model_argument
+from lorakit.commands.options import (
+    build_load_options,
+    load_options,
+    lora_option,
+    model_argument,
+)
 
 
 @click.command()
@@ -28,9 +33,9 @@ def apply(model, loras, interactive, no_probe, as_json, loader_name, **kwargs):
       lorakit apply --lora my-lora --lora other:0.5
       lorakit apply --loader transformers --load-in-8bit --lora my-lora -i
     """
-    from lorakit import probe
-    from lorakit.console import info, warn
-    from lorakit.session_factory import open_session
+    from lorakit.inference import probe
+    from lorakit.inference.planning import open_session
+    from lorakit.output.console import info, warn
 
     options = build_load_options(kwargs)
     session, plan = open_session(model, loras, loader_name, options)
@@ -48,7 +53,7 @@ def apply(model, loras, interactive, no_probe, as_json, loader_name, **kwargs):
             "effects": [effect.to_dict() for effect in effects],
         }, indent=2))
     if interactive:
-        from lorakit.interactive import InteractiveSession
+        from lorakit.inference.interactive import InteractiveSession
 
         InteractiveSession(session).run()
     elif not as_json:

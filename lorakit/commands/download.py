@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from lorakit import home
 from lorakit.errors import LorakitError
+from lorakit.store import home
 
 
 @click.command()
@@ -48,10 +48,10 @@ def download(repo, revision, include, exclude, output, token, threads, check, fo
         _run_check(ref, output, threads, as_json)
         return
 
-    from lorakit.console import err_console
     from lorakit.hub.hub_errors import ErrorContext, scrubbed, translate
     from lorakit.hub.pipeline import DownloadOptions, download_repo
     from lorakit.hub.settings import hub_runtime, read_settings
+    from lorakit.output.console import err_console
 
     settings = read_settings(token)
     options = DownloadOptions(tuple(include), tuple(exclude), output, threads, force)
@@ -95,8 +95,8 @@ def next_command(result) -> str:
 
 
 def _report(result, as_json: bool) -> None:
-    from lorakit.console import err_console, warn
     from lorakit.hub.progress import human_size
+    from lorakit.output.console import err_console, warn
 
     console = err_console()
     files = result.record.get("files", [])
@@ -136,8 +136,8 @@ def _report(result, as_json: bool) -> None:
 
 
 def _run_check(ref, output, threads: int, as_json: bool) -> None:
-    from lorakit.console import err_console
     from lorakit.hub.pipeline import check_download
+    from lorakit.output.console import err_console
 
     folder, record, checks = check_download(ref, output, threads)
     bad = [c for c in checks if c.status in ("changed", "missing")]

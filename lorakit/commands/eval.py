@@ -6,7 +6,12 @@ import json
 
 import click
 
-from lorakit.commands.options import build_load_options, load_options, lora_option, model_argument
+from lorakit.commands.options import (
+    build_load_options,
+    load_options,
+    lora_option,
+    model_argument,
+)
 
 
 @click.command(name="eval")
@@ -52,9 +57,9 @@ def eval_command(model, loras, dataset, text_field, fmt, score_after, add_eos, c
       lorakit eval --lora my-lora --dataset facts.json --format alpaca --compare base,my-lora
       lorakit eval --history
     """
-    from lorakit.console import err_console
     from lorakit.errors import UsageError
     from lorakit.evaluation import records, report
+    from lorakit.output.console import err_console
 
     options = build_load_options(kwargs)
     if history:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from lorakit.commands.options import build_load_options, build_sampling, load_options, lora_option, model_argument, sampling_options
+from lorakit.commands.options import (
+    build_load_options,
+    build_sampling,
+    load_options,
+    lora_option,
+    model_argument,
+    sampling_options,
+)
 
 
 @click.command()
@@ -33,7 +39,7 @@ def generate(model, loras, prompt, input_text, system, input_file, template, com
       lorakit generate --input-file prompts.jsonl --lora my-lora:0.7 > outputs.jsonl
     """
     from lorakit.errors import UsageError
-    from lorakit.generate_runner import GenerateJob, read_prompts, run_job
+    from lorakit.inference.runner import GenerateJob, read_prompts, run_job
 
     settings = build_sampling(kwargs)
     options = build_load_options(kwargs)

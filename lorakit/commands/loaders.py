@@ -11,7 +11,7 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON on stdout.")
 def loaders(as_json):
     """List loader backends, their LoRA capabilities, and whether they can run here."""
-    from lorakit.loader_registry import all_loaders
+    from lorakit.loaders.registry import all_loaders
 
     records = [loader.record() for loader in all_loaders().values()]
     if as_json:

@@ -14,7 +14,7 @@ METHOD_CHOICES = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "t
 
 def apply_weights(texts: list[str], weights: str | None):
     """``--lora NAME[:WEIGHT]`` specs, with ``--weights w1,w2,...`` (one per LoRA) applied in order."""
-    from lorakit.lora_spec import LoraSpec, parse_loras
+    from lorakit.store.lora_spec import LoraSpec, parse_loras
 
     specs = parse_loras(texts)
     if weights is None:
@@ -79,7 +79,7 @@ def merge(as_json, **options):
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        from lorakit.console import info
+        from lorakit.output.console import info
 
         info(f"Done in {report['seconds']:.1f} s: {report['output']}")
 
@@ -93,7 +93,7 @@ def _combine(inputs, loras, weights, output, fmt, dtype, dequantize, method, den
         raise UsageError("--format, --dtype and --dequantize apply to merging into a model, not to --adapters-only")
     from lorakit.merging.combine import CombineOptions
     from lorakit.merging.run_combine import run_combine
-    from lorakit.quiet import quiet_libraries
+    from lorakit.output.quiet import quiet_libraries
 
     quiet_libraries()
     options = CombineOptions(method, density, majority_sign, svd_rank, svd_clamp, seed)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 import click
 
-from lorakit.devices import DTYPES
+from lorakit.loaders.devices import DTYPES
 
 
 def model_argument(func):
@@ -37,7 +35,7 @@ def load_options(func):
 
 
 def build_load_options(kwargs: dict, purpose: str = "inference"):
-    from lorakit.loader_api import LoadOptions
+    from lorakit.loaders.options import LoadOptions
 
     return LoadOptions(
         dtype=kwargs.pop("dtype", "auto"),
@@ -66,7 +64,7 @@ def sampling_options(func):
 
 
 def build_sampling(kwargs: dict):
-    from lorakit.generation import SamplingSettings
+    from lorakit.inference.generation import SamplingSettings
 
     settings = SamplingSettings(
         max_new_tokens=kwargs.pop("max_new_tokens"),
@@ -79,10 +77,3 @@ def build_sampling(kwargs: dict):
     )
     settings.validate()
     return settings
-
-
-def compose(*decorators):
-    def apply(func):
-        return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
-
-    return apply

@@ -12,8 +12,8 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 def plugins(show_all, as_json):
     """List installed plugins and the hooks they implement."""
-    from lorakit.cli import plugin_manager
-    from lorakit.plugin_manager import plugin_records
+    from lorakit.plugin.host import plugin_manager
+    from lorakit.plugin.manager import plugin_records
 
     records = plugin_records(plugin_manager(), include_builtin=show_all)
     if as_json:

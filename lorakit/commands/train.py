@@ -93,7 +93,8 @@ def train(ctx: click.Context, model, **flags):
     import importlib.util
 
     from lorakit.errors import UsageError
-    from lorakit.training import job, params as P
+    from lorakit.training import job
+    from lorakit.training import params as P
 
     typed = _typed_values(ctx, flags)
     if model is not None:
@@ -142,7 +143,7 @@ def train(ctx: click.Context, model, **flags):
     if flags["as_json"]:
         click.echo(job.dump_json(summary))
     else:
-        from lorakit.console import info
+        from lorakit.output.console import info
 
         info(job.summary_line(summary))
 
@@ -164,8 +165,8 @@ def _typed_values(ctx: click.Context, flags: dict) -> dict:
 
 
 def _output_and_name(values: dict, output: Path | None) -> tuple[Path, str]:
-    from lorakit import home
     from lorakit.errors import UsageError
+    from lorakit.store import home
 
     name = values.get("name")
     if output is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lorakit.errors import UsageError
-from lorakit.lora_spec import parse_lora, resolve_lora_path
+from lorakit.store.lora_spec import parse_lora, resolve_lora_path
 
 BASE = "base"
 

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorakit.errors import LorakitError
-from lorakit.evaluation.sources import DatasetRef, empty_dataset_error, first_row_lacks_field, read_documents, read_rows
+from lorakit.evaluation.sources import (
+    DatasetRef,
+    empty_dataset_error,
+    first_row_lacks_field,
+    read_documents,
+    read_rows,
+)
 
 NO_CUTOFF = 1 << 30  # the training API's cutoff_len: rows are never truncated for evaluation
 
@@ -85,7 +91,7 @@ def response_marker(fmt: str | None, first_row) -> tuple[bool, str | None]:
     import os
 
     from lorakit.training.formats import PLACEHOLDER
-    from lorakit.training.formatters import resolve_formatter
+    from lorakit.training.formatter_choice import resolve_formatter
 
     templates = getattr(resolve_formatter(fmt, first_row if isinstance(first_row, dict) else {}), "templates", None)
     if not templates:
@@ -102,7 +108,7 @@ def response_marker(fmt: str | None, first_row) -> tuple[bool, str | None]:
 
 
 def _formatter_name(row: dict) -> str | None:
-    from lorakit.training.formatters import resolve_formatter
+    from lorakit.training.formatter_choice import resolve_formatter
 
     try:
         return resolve_formatter(None, row).name

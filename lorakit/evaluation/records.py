@@ -20,8 +20,8 @@ import io
 import json
 from pathlib import Path
 
-from lorakit import home
-from lorakit.atomic import atomic_write_text, file_lock
+from lorakit.store import home
+from lorakit.store.atomic import atomic_write_text, file_lock
 
 CACHE_VERSION = 1
 FULL_HASH_LIMIT = 16 * (1 << 20)  # model files up to this size are hashed by content

@@ -57,9 +57,8 @@ def print_table(rows: list[dict], console) -> None:
 
 
 def print_history(records: list[dict], console, log_file: Path) -> None:
-    from rich.table import Table
-
     from rich import box
+    from rich.table import Table
 
     table = Table(title=f"Evaluations logged in {log_file}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     show_comment = any(record.get("comment") for record in records)

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.console import err_console, info, warn
 from lorakit.errors import LorakitError, UsageError
 from lorakit.evaluation import records
 from lorakit.evaluation.configs import EvalConfig, LoraRef, Switcher, build_configs
@@ -23,7 +22,8 @@ from lorakit.evaluation.documents import tokenize_dataset
 from lorakit.evaluation.report import add_deltas, perplexity
 from lorakit.evaluation.sources import resolve_dataset
 from lorakit.evaluation.windows import check_window_settings, plan_windows
-from lorakit.loader_api import LoadOptions
+from lorakit.loaders.options import LoadOptions
+from lorakit.output.console import err_console, info, warn
 
 DEFAULT_MAX_LENGTH = 1024
 
@@ -71,7 +71,7 @@ def window_settings(max_length: int | None, stride: int | None, context: int | N
 
 def precision_text(options: LoadOptions) -> tuple[str, str]:
     """(device, dtype) as they will be used, known before anything is loaded."""
-    from lorakit.devices import pick_device, torch_dtype
+    from lorakit.loaders.devices import pick_device, torch_dtype
 
     device = pick_device(options.cpu)
     dtype = str(torch_dtype(options.dtype, device)).replace("torch.", "")
@@ -81,8 +81,8 @@ def precision_text(options: LoadOptions) -> tuple[str, str]:
 
 class Run:
     def __init__(self, request: EvalRequest):
-        from lorakit.loader_registry import check_lora_plan, choose_loader
-        from lorakit.model_resolve import resolve_model
+        from lorakit.loaders.registry import check_lora_plan, choose_loader
+        from lorakit.store.models import resolve_model
 
         self.request = request
         if request.max_length is not None and request.stride is not None:
@@ -129,7 +129,12 @@ class Run:
 
     # ---- computing ---------------------------------------------------------------------------
     def compute(self, configs: list[EvalConfig]) -> list[dict]:
-        from lorakit.evaluation.scoring import WindowScorer, auto_batch_size, count_targets, vocab_size
+        from lorakit.evaluation.scoring import (
+            WindowScorer,
+            auto_batch_size,
+            count_targets,
+            vocab_size,
+        )
 
         tokenizer = self._tokenizer()
         tokenized = tokenize_dataset(self.dataset, tokenizer)
@@ -169,7 +174,7 @@ class Run:
             session.close()
 
     def _tokenizer(self):
-        from lorakit.quiet import quiet_libraries
+        from lorakit.output.quiet import quiet_libraries
 
         quiet_libraries()
         from transformers import AutoTokenizer
@@ -177,21 +182,24 @@ class Run:
         return AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.request.options.trust_remote_code)
 
     def _open(self, configs: list[EvalConfig]):
-        from lorakit.session_factory import open_session, plan_loras
+        from lorakit.inference.planning import (
+            Plan,
+            check_plan,
+            open_planned,
+            plan_paths,
+        )
 
         options = self.request.options
         used = [ref for ref in self.refs if any(ref is term_ref for config in configs for term_ref, _ in config.terms)]
-        texts = [f"{ref.path}:1" for ref in used]  # ':1' so a folder name ending in ':<number>' stays a name
+        plan = Plan(self.model_path, self.loader, plan_paths([ref.path for ref in used], options))
         all_at_once = self.loader.capabilities.accepts(len(used))
         if all_at_once:
-            session, plan = open_session(str(self.model_path), texts, self.loader.name, options)
-            names = [lora.name for lora in plan.loras]
+            check_plan(plan, options)
         else:
-            session, _ = open_session(str(self.model_path), (), self.loader.name, options)
-            names = [lora.name for lora in plan_loras(texts, options)]
             info(f"loader '{self.loader.name}' holds {self.loader.capabilities.lora_limit_text()} LoRA at a time: attaching them per configuration")
-        for ref, name in zip(used, names):
-            ref.session_name = name
+        session = open_planned(plan, options, attach=all_at_once)
+        for ref, lora in zip(used, plan.loras):
+            ref.session_name = lora.name
         return session, Switcher(session, used, all_at_once)
 
     def _row(self, config: EvalConfig, mean_nll: float, tokens: int, windows: int, seconds: float) -> dict:
@@ -251,7 +259,14 @@ class _Meter:
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"),

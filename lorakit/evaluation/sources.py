@@ -15,12 +15,12 @@ predicted from an unrelated one.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.errors import LorakitError, UsageError
+from lorakit.store.rows import parse_rows, read_text
 
 ROW_SUFFIXES = (".json", ".jsonl", ".ndjson")
 DEFAULT_TEXT_FIELD = "text"
@@ -108,10 +108,7 @@ def resolve_dataset(path_text: str, text_field: str | None = None, fmt: str | No
 
 
 def read_text_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise LorakitError(f"dataset file {path} is not UTF-8 text (bad byte at offset {error.start})", "convert it to UTF-8") from None
+    return read_text(path, f"dataset file {path}")
 
 
 def read_rows(path: Path) -> list[tuple[str, object]]:
@@ -119,24 +116,7 @@ def read_rows(path: Path) -> list[tuple[str, object]]:
     text = read_text_file(path)
     if not text.strip():
         return []
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            if error.msg != "Extra data":  # "Extra data": a .json file that is really JSON Lines
-                raise LorakitError(f"dataset {path} is not valid JSON: line {error.lineno}, column {error.colno}: {error.msg}") from None
-        else:
-            if not isinstance(data, list):
-                raise LorakitError(f"dataset {path} must be a JSON list of objects (or JSON Lines), not a {type(data).__name__}")
-            return [(f"row {number}", row) for number, row in enumerate(data, start=1)]
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((f"line {number}", json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise LorakitError(f"dataset {path} line {number} is not valid JSON: column {error.colno}: {error.msg}") from None
-    return rows
+    return parse_rows(text, f"dataset {path}", lines=path.suffix.lower() != ".json")
 
 
 def row_texts(ref: DatasetRef, rows: list[tuple[str, object]]) -> list[TextDocument]:

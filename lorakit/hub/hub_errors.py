@@ -79,7 +79,13 @@ def _short(error: BaseException) -> str:
 def translate(error: BaseException, ctx: ErrorContext) -> LorakitError:
     """The one line a user needs for a failure while talking to the hub or writing files."""
     from huggingface_hub import errors as hf_errors
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     # Renamed over huggingface_hub versions (0.x: EntryNotFoundError for both).
     RemoteEntryNotFoundError = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)

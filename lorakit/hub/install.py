@@ -14,8 +14,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorakit import home
-from lorakit.atomic import atomic_folder
 from lorakit.errors import LorakitError
 from lorakit.hub.hub_errors import disk_error
 from lorakit.hub.integrity import hash_file, mismatch, read_record, write_record
@@ -23,6 +21,8 @@ from lorakit.hub.listing import RemoteFile, RepoSnapshot
 from lorakit.hub.progress import human_size
 from lorakit.hub.repo_ref import RepoRef
 from lorakit.hub.selection import RECORD_FILE
+from lorakit.store import home
+from lorakit.store.atomic import atomic_folder
 
 DISK_MARGIN = 16 * 1024 * 1024  # keep a little room for the record and the file system's own needs
 

@@ -16,11 +16,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lorakit import home
-from lorakit.atomic import atomic_write_text
 from lorakit.errors import LorakitError
 from lorakit.hub.repo_ref import RepoRef
 from lorakit.hub.settings import HubSettings
+from lorakit.store import home
+from lorakit.store.atomic import atomic_write_text
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")

@@ -5,17 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit import home
 from lorakit.errors import AdapterError, LorakitError
-from lorakit.hub.install import Existing, default_target, ensure_disk_space, ensure_writable, inspect_existing, install
-from lorakit.hub.integrity import FileCheck, check_folder, is_verifiable, make_record, read_record
-from lorakit.hub.listing import RemoteFile, RepoSnapshot, cached_snapshot, fetch_snapshot, record_ref
+from lorakit.hub.install import (
+    Existing,
+    default_target,
+    ensure_disk_space,
+    ensure_writable,
+    inspect_existing,
+    install,
+)
+from lorakit.hub.integrity import (
+    FileCheck,
+    check_folder,
+    is_verifiable,
+    make_record,
+    read_record,
+)
+from lorakit.hub.listing import (
+    RemoteFile,
+    RepoSnapshot,
+    cached_snapshot,
+    fetch_snapshot,
+    record_ref,
+)
 from lorakit.hub.progress import DownloadBoard
 from lorakit.hub.repo_ref import RepoRef
 from lorakit.hub.retry import call_with_retries
-from lorakit.hub.selection import ADAPTER_CONFIG, Selection, is_adapter_repo, select_files
+from lorakit.hub.selection import (
+    ADAPTER_CONFIG,
+    Selection,
+    is_adapter_repo,
+    select_files,
+)
 from lorakit.hub.settings import HubSettings
 from lorakit.hub.transfer import cache_pointer, fetch_all
+from lorakit.store import home
 
 
 @dataclass
@@ -75,7 +99,7 @@ def _adapter_folders(selection: Selection) -> list[str]:
 
 def _validator(selection: Selection, target: Path, warnings: list[str]):
     """Check each downloaded adapter (config readable, weights present, non-empty) before it is put in place."""
-    from lorakit.adapters import PICKLE_FILE, SAFETENSORS_FILE, read_adapter
+    from lorakit.store.adapters import PICKLE_FILE, SAFETENSORS_FILE, read_adapter
 
     paths = {f.path for f in selection.files}
 

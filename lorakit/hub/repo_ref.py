@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from lorakit import home
 from lorakit.errors import UsageError
+from lorakit.store import home
 
 DEFAULT_REVISION = "main"
 

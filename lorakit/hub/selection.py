@@ -90,7 +90,3 @@ def is_adapter_repo(files: list[RemoteFile]) -> bool:
     if ADAPTER_CONFIG in paths:
         return True
     return "config.json" not in paths and any(p.endswith("/" + ADAPTER_CONFIG) for p in paths)
-
-
-def pickle_files(selection: Selection) -> list[str]:
-    return [f.path for f in selection.files if f.path.lower().endswith(PICKLE_SUFFIXES)]

@@ -11,7 +11,12 @@ import json
 from pathlib import Path
 
 from lorakit.errors import LorakitError, ModelNotFound
-from lorakit.merging.safetensors_io import TensorEntry, dtype_name, list_entries, read_tensor
+from lorakit.merging.safetensors_io import (
+    TensorEntry,
+    dtype_name,
+    list_entries,
+    read_tensor,
+)
 
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"

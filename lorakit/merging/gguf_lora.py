@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorakit.adapters import module_path_candidates
 from lorakit.errors import LorakitError
 from lorakit.merging.lora_weights import LoadedLora, ModuleLora
 from lorakit.merging.meta_export import permute, unpermute
+from lorakit.store.adapters import module_path_candidates
 
 SUPPORTED = {"LlamaForCausalLM": "LLAMA"}
 

@@ -18,7 +18,12 @@ from lorakit.errors import UsageError
 from lorakit.merging.checkpoint import TensorSource
 from lorakit.merging.merge_math import merge_tensor
 from lorakit.merging.plan import MergePlan, OutTensor
-from lorakit.merging.safetensors_io import StreamingWriter, nbytes, read_tensor, torch_dtype
+from lorakit.merging.safetensors_io import (
+    StreamingWriter,
+    nbytes,
+    read_tensor,
+    torch_dtype,
+)
 
 INDEX_FILE = "model.safetensors.index.json"
 _UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}

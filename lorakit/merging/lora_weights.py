@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.adapters import AdapterInfo
 from lorakit.errors import AdapterError
+from lorakit.store.adapters import AdapterInfo
 
 _PREFIX = "base_model.model."
 _LORA_KEY = re.compile(

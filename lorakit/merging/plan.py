@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.adapters import module_path_candidates
-from lorakit.console import warn
 from lorakit.errors import AdapterError
 from lorakit.merging.checkpoint import TensorSource
 from lorakit.merging.lora_weights import LoadedLora, ModuleLora
 from lorakit.merging.safetensors_io import FLOAT_DTYPES
+from lorakit.output.console import warn
+from lorakit.store.adapters import module_path_candidates
 
 
 @dataclass
@@ -58,7 +58,7 @@ def tied_embeddings(model_path: Path, trust_remote_code: bool = False) -> tuple[
     """``(output_weight, input_weight)`` names when the model ties them, else ``None`` (built on the meta device)."""
     import torch
 
-    from lorakit.quiet import quiet_libraries
+    from lorakit.output.quiet import quiet_libraries
 
     quiet_libraries()
     from transformers import AutoConfig, AutoModelForCausalLM

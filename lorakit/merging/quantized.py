@@ -1,7 +1,7 @@
 """Quantized bases: refuse by default, or merge into a 16-bit dequantized copy with ``--dequantize``.
 
 Adding a LoRA update to 8-bit or 4-bit weights and rounding again keeps almost none of it (the update
-is far smaller than one quantization step; GUIDE.md measured the merged 4-bit model answering like
+is far smaller than one quantization step; a merged 4-bit SmolLM2 answered like
 the base). ``--dequantize`` turns the base into 16-bit weights first and merges into those:
 bitsandbytes through transformers' own ``dequantize()``, GPTQ by unpacking its integer layout.
 """
@@ -50,12 +50,12 @@ def dequantized_source(model_path: Path, quant: dict, source: TensorSource, trus
 
 def _bitsandbytes(model_path: Path, source: TensorSource, trust_remote_code: bool) -> TensorSource:
     """Load with bitsandbytes, dequantize in place, keep one entry per stored tensor (tied ones once)."""
-    from lorakit.quiet import quiet_libraries
+    from lorakit.output.quiet import quiet_libraries
 
     quiet_libraries()
     from transformers import AutoModelForCausalLM
 
-    from lorakit.devices import pick_device
+    from lorakit.loaders.devices import pick_device
 
     device = pick_device()
     model = AutoModelForCausalLM.from_pretrained(model_path, device_map={"": device if device != "cuda" else 0}, trust_remote_code=trust_remote_code)

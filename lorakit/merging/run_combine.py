@@ -6,14 +6,19 @@ import json
 import time
 from pathlib import Path
 
-from lorakit import home
-from lorakit.adapters import BASE_SIGNATURE_FILE, CONFIG_FILE, PROMPT_FORMAT_FILE, SAFETENSORS_FILE
-from lorakit.atomic import atomic_folder
-from lorakit.console import info
-from lorakit.lora_spec import LoraSpec
 from lorakit.merging.combine import CombineOptions, combine, provenance
 from lorakit.merging.outputs import check_output, refuse_overwriting_inputs
 from lorakit.merging.run_merge import load_loras
+from lorakit.output.console import info
+from lorakit.store import home
+from lorakit.store.adapters import (
+    BASE_SIGNATURE_FILE,
+    CONFIG_FILE,
+    PROMPT_FORMAT_FILE,
+    SAFETENSORS_FILE,
+)
+from lorakit.store.atomic import atomic_folder
+from lorakit.store.lora_spec import LoraSpec
 
 PROVENANCE_FILE = "lorakit_combination.json"
 

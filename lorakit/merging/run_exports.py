@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-from lorakit.console import info
 from lorakit.errors import LorakitError
 from lorakit.merging.merge_math import merge_tensor
 from lorakit.merging.safetensors_io import torch_dtype
+from lorakit.output.console import info
 
 STATE_DICT_FILE = "consolidated.00.pth"
 PARAMS_FILE = "params.json"
@@ -72,7 +72,7 @@ def load_state_dict_model(folder: Path, model_path: Path, config: dict, untied: 
 
 def export_gguf_lora(request, loras, config: dict, label: str, output: Path) -> dict:
     from lorakit.merging.gguf_lora import read_gguf_deltas, write_gguf_lora
-    from lorakit.atomic import atomic_file
+    from lorakit.store.atomic import atomic_file
 
     half = request.dtype == "fp16"
     info(f"Writing {len(loras)} LoRA(s) as a llama.cpp GGUF adapter ({'F16' if half else 'F32'})...")

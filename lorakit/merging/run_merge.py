@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.adapters import read_adapter
-from lorakit.atomic import atomic_folder
-from lorakit.console import info, warn
-from lorakit.lora_spec import LoraSpec, display_name, resolve_lora_path
 from lorakit.merging.lora_weights import LoadedLora, load_lora
 from lorakit.merging.outputs import check_output, refuse_overwriting_inputs
 from lorakit.merging.quantized import quantization_config, refuse
+from lorakit.output.console import info, warn
+from lorakit.store.adapters import read_adapter
+from lorakit.store.atomic import atomic_folder
+from lorakit.store.lora_spec import LoraSpec, display_name, resolve_lora_path
 
 DTYPE_NAMES = {"auto": None, "fp32": "F32", "bf16": "BF16", "fp16": "F16"}
 MERGE_RECORD = "lorakit_merge.json"
@@ -61,7 +61,7 @@ def peak_rss_mb() -> float:
 def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: bool, trust_remote_code: bool = False) -> list[LoadedLora]:
     """Resolve, check against the base (when given) and load every LoRA; names made unique."""
     from lorakit.merging.checkpoint import safetensors_shapes
-    from lorakit.preflight import check_adapter_fits
+    from lorakit.store.preflight import check_adapter_fits
 
     tensor_shapes = safetensors_shapes(model_path) if model_path is not None else None
     loaded, used = [], set()
@@ -80,9 +80,9 @@ def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: boo
 
 
 def run_merge(request: MergeRequest) -> dict:
-    from lorakit.model_resolve import resolve_model
-    from lorakit.preflight import read_model_config
-    from lorakit.quiet import quiet_libraries, quiet_logs
+    from lorakit.output.quiet import quiet_libraries, quiet_logs
+    from lorakit.store.models import resolve_model
+    from lorakit.store.preflight import read_model_config
 
     quiet_logs()
     if request.verify or request.fmt != "hf" or request.dequantize:
@@ -124,7 +124,7 @@ def _out_dtype(request: MergeRequest, config: dict, dequantizing: bool) -> str |
 
 
 def _merge_into_base(request, loras, model_path, config, quant, output) -> dict:
-    from lorakit.devices import pick_device
+    from lorakit.loaders.devices import pick_device
     from lorakit.merging.checkpoint import open_checkpoint
     from lorakit.merging.plan import build_plan
 
@@ -172,7 +172,7 @@ def _verify(request, loras, model_path, plan, tmp, device, dequantized_source=No
     info("Verifying: logits of the merged model vs the base with the LoRAs unmerged...")
     if request.fmt == "state_dict":
         from lorakit.merging.run_exports import load_state_dict_model
-        from lorakit.preflight import read_model_config
+        from lorakit.store.preflight import read_model_config
 
         load = load_state_dict_model(tmp, model_path, read_model_config(model_path), plan.untied, request.trust_remote_code)
     else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError
-from lorakit.safetensors_header import read_header
+from lorakit.store.safetensors_header import read_header
 
 # safetensors dtype name -> (torch dtype attribute, bytes per element)
 DTYPES = {

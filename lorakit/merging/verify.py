@@ -2,7 +2,7 @@
 
 The reference is lorakit's own Transformers session, each LoRA scaled by its weight, so "merged" is
 compared with exactly what ``lorakit generate`` would compute: plain LoRAs folded in memory by
-``lorakit.merged_loras`` (code apart from the streaming merge's, and no PEFT import: that import alone
+``lorakit.loaders.folding`` (code apart from the streaming merge's, and no PEFT import: that import alone
 took about 7 s of an 11 s verification), DoRA and the other special cases through PEFT. The tests
 compare both paths with PEFT itself. Both sides run in fp32; the two models are loaded one after the
 other, never together.
@@ -74,14 +74,14 @@ def import_libraries_off_stack() -> None:
 
 def _foldable(path: Path, allow_pickle: bool) -> bool:
     """Whether the session will fold this LoRA in memory (and so never import PEFT for it)."""
-    from lorakit.adapters import read_adapter
-    from lorakit.merged_loras import adapter_is_mergeable
+    from lorakit.loaders.folding import adapter_is_mergeable
+    from lorakit.store.adapters import read_adapter
 
     return adapter_is_mergeable(read_adapter(path, allow_pickle=allow_pickle))
 
 
 def _probe_ids(tokenizer) -> list:
-    from lorakit.probe import PROBE_PROMPTS
+    from lorakit.inference.probe import PROBE_PROMPTS
 
     return [tokenizer(text, return_tensors="pt")["input_ids"] for text in PROBE_PROMPTS]
 
@@ -95,8 +95,8 @@ def _logits(model, encoded, device) -> list:
 
 def reference_logits(model_path: Path, loras: list[tuple[Path, float]], device: str, trust_remote_code: bool = False, allow_pickle: bool = False):
     """Logits of base + LoRAs attached at runtime through lorakit's Transformers session; also the probe ids."""
-    from lorakit.loader_api import LoadOptions
-    from lorakit.session_factory import open_session
+    from lorakit.inference.planning import open_session
+    from lorakit.loaders.options import LoadOptions
 
     options = LoadOptions(dtype="fp32", cpu=device == "cpu", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, purpose="merge-verify")
     texts = [f"{path}:{weight!r}" for path, weight in loras]

@@ -3,7 +3,7 @@
 ``checkpoint-N/`` holds the adapter (PEFT format, usable on its own), the optimizer, scheduler and
 grad-scaler states, the RNG states, the parameters and ``trainer_state.json`` (step, epoch, data
 position, the log so far). The folder is written under a temporary name and renamed into place
-(:func:`lorakit.atomic.atomic_folder`), and ``trainer_state.json`` is written last, so a folder named
+(:func:`lorakit.store.atomic.atomic_folder`), and ``trainer_state.json`` is written last, so a folder named
 ``checkpoint-N`` that lacks it, or lacks any other part, is ignored by ``--resume``. Optimizer and
 RNG states are read back with ``torch.load(weights_only=True)``: no pickle code runs.
 """
@@ -15,8 +15,8 @@ import random
 import re
 from pathlib import Path
 
-from lorakit.atomic import atomic_folder
 from lorakit.errors import LorakitError
+from lorakit.store.atomic import atomic_folder
 from lorakit.training.params import PARAMS_FILE
 
 STATE_FILE = "trainer_state.json"
@@ -71,7 +71,6 @@ def restore_rng(state: dict) -> None:
 
 def save_checkpoint(output: Path, step: int, peft_model, optimizer, scheduler, scaler, state: dict, params_json: str) -> Path:
     import torch
-
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 

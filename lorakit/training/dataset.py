@@ -21,15 +21,21 @@ How the training loop must batch: labels are final (-100 where not trained). Bui
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from lorakit.errors import LorakitError, UsageError
 from lorakit.training.batching import collate, count_target_tokens, pack  # noqa: F401  (public API)
-from lorakit.training.formatters import RowError, resolve_formatter
-from lorakit.training.masking import IGNORE_INDEX, encode_example, special_prefix_ids, spans_after_marker, unescape
+from lorakit.training.formatter_choice import resolve_formatter
+from lorakit.training.formatters import RowError
+from lorakit.training.masking import (
+    IGNORE_INDEX,
+    encode_example,
+    spans_after_marker,
+    special_prefix_ids,
+    unescape,
+)
 
 
 @dataclass
@@ -82,6 +88,7 @@ class DataStats:
     blocks_dropped: int = 0
     eos_added: int = 0
     warnings: list[str] = field(default_factory=list)
+    prompt_format: dict = field(default_factory=dict)  # what the adapter's prompt_format.json records
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -99,41 +106,18 @@ def sample_config_path() -> Path:
 
 def read_rows(path: Path) -> list[tuple[str, object]]:
     """``[(label, row)]`` from a JSON list or JSON Lines file; errors name the line."""
+    from lorakit.store.rows import LINE_SUFFIXES, parse_rows, read_text
+
     path = Path(path)
     if not path.is_file():
         raise LorakitError(f"dataset file {path} not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise LorakitError(f"dataset {path} is not UTF-8 (byte {error.start})") from None
+    text = read_text(path, f"dataset {path}")
     if not text.strip():
         raise LorakitError(f"dataset {path} is empty", "add rows to it")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return _read_json_lines(path, text)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        if error.msg == "Extra data":  # a .json file that is really JSON Lines
-            return _read_json_lines(path, text)
-        raise LorakitError(f"dataset {path} is not valid JSON: line {error.lineno}, column {error.colno}: {error.msg}") from None
-    if not isinstance(data, list):
-        raise LorakitError(f"dataset {path} must be a JSON list of rows (or JSON Lines), not a {type(data).__name__}")
-    if not data:
-        raise LorakitError(f"dataset {path} is empty (an empty list)", "add rows to it")
-    return [(f"row {number}", row) for number, row in enumerate(data, start=1)]
-
-
-def _read_json_lines(path: Path, text: str) -> list[tuple[str, object]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"line {number}", json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise LorakitError(f"dataset {path} line {number} is not valid JSON: column {error.colno}: {error.msg}") from None
+    rows = parse_rows(text, f"dataset {path}", lines=path.suffix.lower() in LINE_SUFFIXES)
     if not rows:
-        raise LorakitError(f"dataset {path} is empty", "add rows to it")
+        empty = " (an empty list)" if text.lstrip().startswith("[") else ""
+        raise LorakitError(f"dataset {path} is empty{empty}", "add rows to it")
     return rows
 
 
@@ -162,18 +146,19 @@ def _formatter_for(spec: DataSpec, rows):
 
 
 def template_name(spec: DataSpec) -> str:
-    """The prompt format an adapter is trained with: "raw", "chat", or the format's name."""
-    if spec.raw_text and not spec.dataset:
-        return "raw"
-    return _formatter_for(spec, read_rows(spec.dataset)).name
+    """The format's name (``raw`` for raw text), found from the dataset without tokenizing it."""
+    return prompt_format_record(spec)["name"]
 
 
-def prompt_format_record(spec: DataSpec) -> dict:
-    """What ``prompt_format.json`` holds: the name, the kind and (for format files) the templates."""
+def prompt_format_record(spec: DataSpec, formatter=None) -> dict:
+    """What ``prompt_format.json`` holds: the name, the kind and (for format files) the templates.
+
+    ``load_examples`` passes the formatter it resolved; otherwise it is resolved from the dataset.
+    """
     if spec.raw_text and not spec.dataset:
         record = {"name": "raw", "kind": "raw"}
     else:
-        formatter = _formatter_for(spec, read_rows(spec.dataset))
+        formatter = formatter or _formatter_for(spec, read_rows(spec.dataset))
         as_record = getattr(formatter, "as_record", None)
         record = as_record() if callable(as_record) else {"name": formatter.name, "kind": getattr(formatter, "kind", "plugin")}
     record.update(add_eos=spec.add_eos, train_only_after=unescape(spec.train_only_after))
@@ -211,7 +196,8 @@ def _row_examples(tokenizer, spec: DataSpec, prefix_ids, eos_id) -> tuple[list[E
             "pick the format that fits the data, or write a format file whose key sets match its fields",
         )
     marker = unescape(spec.train_only_after)
-    stats = DataStats(kind=getattr(formatter, "kind", "plugin"), format_name=formatter.name, rows=len(rows))
+    stats = DataStats(kind=getattr(formatter, "kind", "plugin"), format_name=formatter.name, rows=len(rows),
+                      prompt_format=prompt_format_record(spec, formatter))
     examples = []
     for label, row in rows:
         try:
@@ -260,7 +246,7 @@ def _raw_examples(tokenizer, spec: DataSpec, prefix_ids, eos_id) -> tuple[list[E
     )
     stats = DataStats(
         kind="raw", format_name="raw", files=raw.files, blocks_kept=raw.blocks_kept,
-        blocks_dropped=raw.blocks_dropped, eos_added=raw.eos_added,
+        blocks_dropped=raw.blocks_dropped, eos_added=raw.eos_added, prompt_format=prompt_format_record(spec),
     )
     examples = []
     for chunk in chunks:

@@ -78,7 +78,7 @@ def stats_table(stats):
 
 def print_dry_run(examples: Sequence, stats, tokenizer, samples: int = 3, console=None) -> None:
     if console is None:
-        from lorakit.console import err_console
+        from lorakit.output.console import err_console
 
         console = err_console()
     plain = not console.is_terminal or console.no_color

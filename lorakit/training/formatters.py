@@ -1,4 +1,4 @@
-"""The formatter interface that ``register_formatters`` plugins implement, and the registry lookup.
+"""The formatter interface that ``register_formatters`` plugins implement (exported by ``lorakit.api``).
 
 A formatter turns one dataset row (a dict) into text plus the character spans of that text the
 loss is computed on. Tokenization and label masking happen later, in one place
@@ -7,7 +7,7 @@ loss is computed on. Tokenization and label masking happen later, in one place
 A plugin registers formatters like this::
 
     import lorakit
-    from lorakit.training.formatters import Rendered, RowError
+    from lorakit.api import Rendered, RowError
 
     class Shouting:
         name = "shout"
@@ -26,16 +26,14 @@ A plugin registers formatters like this::
     def register_formatters(register):
         register(Shouting())
 
-This module is imported at CLI start-up (by the built-in formatter plugin): no torch here.
+Choosing a formatter for ``--format`` lives in :mod:`lorakit.training.formatter_choice`. This module
+is imported at CLI start-up (by the built-in formatter plugin): no torch here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-
-from lorakit.errors import LorakitError, UsageError
 
 
 class RowError(ValueError):
@@ -72,61 +70,3 @@ class Formatter(Protocol):
 
     def render(self, row: dict, tokenizer: Any) -> Rendered:
         """Render one row; raise :class:`RowError` with a short reason when it cannot."""
-
-
-def available_formatters(pm=None) -> dict[str, Formatter]:
-    """Every registered formatter by name (built-ins plus plugins)."""
-    from lorakit.plugin_manager import call_each
-
-    if pm is None:
-        from lorakit.cli import plugin_manager
-
-        pm = plugin_manager()
-    found: dict[str, Formatter] = {}
-
-    def register(formatter) -> None:
-        name = getattr(formatter, "name", None)
-        if not name or not callable(getattr(formatter, "render", None)):
-            raise TypeError(f"formatter {formatter!r} needs a 'name' and a render(row, tokenizer) method")
-        found[name] = formatter
-
-    call_each(pm, "register_formatters", register=register)
-    return found
-
-
-def looks_like_path(value: str) -> bool:
-    return value.endswith(".json") or "/" in value or "\\" in value
-
-
-def resolve_formatter(format_arg: str | None, first_row: dict | None, pm=None) -> Formatter:
-    """``--format`` value (a registered name, a format-file path, or ``None`` for auto) -> formatter."""
-    if format_arg and looks_like_path(format_arg):
-        from lorakit.training.formats import FormatFileFormatter
-
-        path = Path(format_arg).expanduser()
-        if not path.is_file():
-            raise UsageError(f"format file '{format_arg}' not found", "pass a format name or an existing .json format file")
-        return FormatFileFormatter.from_path(path)
-    formatters = available_formatters(pm)
-    if format_arg:
-        if format_arg not in formatters:
-            names = ", ".join(sorted(formatters))
-            raise UsageError(f"unknown format '{format_arg}'", f"use one of: {names}, or a path to a format .json file")
-        return formatters[format_arg]
-    return _auto_formatter(formatters, first_row or {})
-
-
-def _auto_formatter(formatters: dict[str, Formatter], row: dict) -> Formatter:
-    # Chat rows first (their keys are unambiguous), then the Alpaca shape, then any plugin that accepts.
-    for name in ("chat", "alpaca"):
-        if name in formatters and formatters[name].accepts(row):
-            return formatters[name]
-    for name in sorted(formatters):
-        formatter = formatters[name]
-        if callable(getattr(formatter, "accepts", None)) and formatter.accepts(row):
-            return formatter
-    keys = ", ".join(sorted(row)) or "none"
-    raise LorakitError(
-        f"cannot tell the dataset's format from its first row (keys: {keys})",
-        "pass --format NAME (see the shipped formats) or --format path/to/format.json",
-    )

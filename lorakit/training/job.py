@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit import __version__
-from lorakit.console import info, warn
+from lorakit.output.console import info, warn
 from lorakit.training import checkpoint as ckpt
 from lorakit.training.params import TrainParams
 
@@ -47,12 +47,12 @@ def load_tokenizer(model_path: Path):
 
 
 def run(request: RunRequest) -> dict | None:
-    from lorakit.quiet import quiet_libraries
+    from lorakit.output.quiet import quiet_libraries
 
     quiet_libraries()
-    from lorakit.devices import pick_device
-    from lorakit.model_resolve import resolve_model
-    from lorakit.preflight import read_model_config
+    from lorakit.loaders.devices import pick_device
+    from lorakit.store.models import resolve_model
+    from lorakit.store.preflight import read_model_config
     from lorakit.training.dataset import load_examples
     from lorakit.training.distributed import device_for, init_distributed, shutdown
 
@@ -80,17 +80,23 @@ def run(request: RunRequest) -> dict | None:
     device = pick_device(request.cpu)
     ctx = init_distributed(device)
     try:
-        return _train(request, ctx, model_path, examples, stats, eval_examples, spec, read_model_config(model_path), device_for(ctx, device))
+        return _train(request, ctx, model_path, examples, stats, eval_examples, read_model_config(model_path), device_for(ctx, device))
     finally:
         shutdown(ctx)
 
 
-def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples, spec, model_config, device) -> dict:
-    from lorakit.atomic import atomic_write_text
+def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples, model_config, device) -> dict:
+    from lorakit.store.atomic import atomic_write_text
     from lorakit.training.distributed import barrier
     from lorakit.training.model_setup import attach_lora, load_base
+    from lorakit.training.outputs import (
+        MetricsSink,
+        plot_loss,
+        save_final_adapter,
+        write_log,
+        write_metadata,
+    )
     from lorakit.training.params import PARAMS_FILE
-    from lorakit.training.outputs import MetricsSink, plot_loss, save_final_adapter, write_log, write_metadata
     from lorakit.training.trainer import Trainer, TrainingInterrupted
 
     params, output = request.params, request.output
@@ -100,7 +106,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
             warn(message)
         info(f"Training on {stats.count} examples ({stats.total_tokens} tokens) from {params.dataset or params.raw_text}.")
         info(f"Loading {model_path}...")
-    session, precision = load_base(params, model_path, request.cpu)
+    session, precision = load_base(params, model_path, request.cpu, device)
     peft_model = attach_lora(session.model, params)
     params_json = params.to_json(version=__version__, model_path=str(model_path))
 
@@ -151,7 +157,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
     }
     if ctx.is_main:
         tensors = save_final_adapter(output, peft_model)
-        write_metadata(output, params_json, spec, model_config)
+        write_metadata(output, stats, model_config)
         write_log(output, result.log, summary)
         plot_loss(output, result.log, f"{params.name}: training loss")
         summary["adapter_tensors"] = tensors

@@ -50,13 +50,11 @@ def resolve_precision(requested: str, device: str) -> Precision:
     return Precision(name, dtype, name)
 
 
-def load_base(params: TrainParams, model_path: Path, cpu: bool):
-    """A Session from the chosen loader, refusing loaders that cannot train."""
-    from lorakit.devices import pick_device
-    from lorakit.loader_api import LoadOptions
-    from lorakit.loader_registry import backends_that, choose_loader
+def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str):
+    """A Session from the chosen loader, refusing loaders that cannot train; ``device`` is the job's."""
+    from lorakit.loaders.options import LoadOptions
+    from lorakit.loaders.registry import backends_that, choose_loader
 
-    device = pick_device(cpu)
     precision = resolve_precision(params.precision, device)
     options = LoadOptions(
         dtype=precision.load_dtype, load_in_8bit=params.load_in_8bit, load_in_4bit=params.load_in_4bit,
@@ -65,19 +63,14 @@ def load_base(params: TrainParams, model_path: Path, cpu: bool):
     loader = choose_loader(model_path, options, requested=None if params.loader in ("", "auto") else params.loader)
     if not loader.capabilities.train:
         raise CapabilityError(f"loader '{loader.name}' cannot train LoRAs", backends_that(lambda c: c.train, "train"))
-    session = loader.load(model_path, options)
-    if params.load_in_4bit:
-        from lorakit.plugins.transformers_loader import disable_cpu_4bit_repack
-
-        disable_cpu_4bit_repack(session.model)  # again, in case another loader produced the model
-    return session, precision
+    return loader.load(model_path, options), precision
 
 
 def check_target_modules(params: TrainParams, model_path: Path) -> None:
     """Name a wrong --target-modules before any weight loads (module names come from the meta device)."""
     if params.target_modules == [ALL_LINEAR]:
         return
-    from lorakit.preflight import base_module_shapes
+    from lorakit.store.preflight import base_module_shapes
 
     shapes = base_module_shapes(model_path)
     leaves = {name.rsplit(".", 1)[-1] for name in shapes}

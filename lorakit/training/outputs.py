@@ -14,8 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lorakit.atomic import atomic_file, atomic_write_text
 from lorakit.errors import AdapterError
+from lorakit.store.atomic import atomic_file, atomic_write_text
 
 LOG_FILE = "training_log.json"
 PLOT_FILE = "loss_curve.png"
@@ -30,7 +30,7 @@ def verify_adapter(folder: Path, peft_model) -> int:
     """
     import torch
 
-    from lorakit.adapters import read_adapter
+    from lorakit.store.adapters import read_adapter
 
     info = read_adapter(folder)  # raises on zero tensors and on empty ones
     trained = {name: param.detach() for name, param in peft_model.named_parameters() if param.requires_grad}
@@ -105,16 +105,13 @@ def plot_loss(output: Path, log: list[dict], title: str) -> Path | None:
     return target
 
 
-def write_metadata(output: Path, params_json: str, spec, model_config: dict) -> None:
-    """Parameters, prompt format and base signature (``generate`` warns on a mismatch)."""
-    from lorakit.adapters import write_base_signature, write_prompt_format
-    from lorakit.training.dataset import prompt_format_record, template_name
-    from lorakit.training.params import PARAMS_FILE
+def write_metadata(output: Path, stats, model_config: dict) -> None:
+    """Prompt format and base signature (``generate`` warns on a mismatch), from what training read."""
+    from lorakit.store.adapters import write_base_signature, write_prompt_format
 
-    atomic_write_text(Path(output) / PARAMS_FILE, params_json)
-    record = dict(prompt_format_record(spec))
-    record.pop("name", None)
-    write_prompt_format(output, template_name(spec), **record)
+    record = dict(stats.prompt_format)
+    name = record.pop("name")
+    write_prompt_format(output, name, **record)
     write_base_signature(output, model_config)
 
 

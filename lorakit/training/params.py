@@ -180,8 +180,7 @@ def read_config_file(path: str | Path) -> dict:
 
 def params_from_lora(lora: str | Path) -> dict:
     """The saved parameters of an existing LoRA (a name under loras/ or a folder)."""
-    from lorakit import home
-
+    from lorakit.store import home
     folder = Path(lora).expanduser()
     if not folder.is_dir():
         folder = home.loras_dir() / str(lora)
@@ -191,11 +190,6 @@ def params_from_lora(lora: str | Path) -> dict:
     values = read_config_file(file)
     values.pop("name", None)  # copying parameters never copies the name (that would overwrite it)
     return values
-
-
-def build_params(copied: dict, config: dict, typed: dict) -> TrainParams:
-    values = {**copied, **config, **typed}
-    return TrainParams(**values)
 
 
 def validate(params: TrainParams, resuming: bool = False) -> None:

@@ -23,11 +23,17 @@ class TrainingProgress:
     def __enter__(self):
         if not self.enabled:
             return self
-        from lorakit.console import err_console
+        from lorakit.output.console import err_console
 
         self._console = err_console()
         if self._console.is_terminal:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("step {task.completed}/{task.total}"),

@@ -41,7 +41,6 @@ class PackedLoss:
 
     def __call__(self, examples):
         """``(summed token loss, target tokens)`` of one packed micro-batch."""
-        import torch
         import torch.nn.functional as F
 
         batch = pack(examples)

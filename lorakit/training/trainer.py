@@ -21,8 +21,12 @@ from lorakit.errors import LorakitError
 from lorakit.training import checkpoint as ckpt
 from lorakit.training.batching import count_target_tokens
 from lorakit.training.distributed import DistContext, barrier, broadcast_flag
+from lorakit.training.optim import (
+    make_optimizer,
+    make_scheduler,
+    warmup_optimizer_steps,
+)
 from lorakit.training.packed_attention import packed_attention
-from lorakit.training.optim import make_optimizer, make_scheduler, warmup_optimizer_steps
 from lorakit.training.params import TrainParams
 from lorakit.training.plan import TrainingPlan
 from lorakit.training.progress import TokenRate, TrainingProgress

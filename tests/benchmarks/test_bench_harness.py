@@ -10,7 +10,16 @@ import pytest
 
 from benchmarks import __main__ as runner
 from benchmarks import harness, report
-from benchmarks.harness import REQUIRED_KEYS, failed, interleave, meets, paired_ratio, record, summarize, validate
+from benchmarks.harness import (
+    REQUIRED_KEYS,
+    failed,
+    interleave,
+    meets,
+    paired_ratio,
+    record,
+    summarize,
+    validate,
+)
 
 
 def test_summarize_gives_median_min_max():

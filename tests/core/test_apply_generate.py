@@ -2,8 +2,6 @@
 
 import json
 
-from lorakit_testing import make_peft_adapter
-
 
 def test_generate_greedy_json(run_cli, tiny_model_dir, tiny_adapter_dir):
     code, out, err = run_cli("generate", str(tiny_model_dir), "--lora", str(tiny_adapter_dir), "--prompt", "hello", "--greedy", "--max-new-tokens", "5", "--json", "--template", "raw")
@@ -69,14 +67,14 @@ def test_apply_interactive_session(run_cli, tiny_model_dir, tiny_adapter_dir, ti
 
 def test_reload_backend_reloads_the_base_and_refuses_two(run_cli, tiny_model_dir, tiny_adapter_dir, tiny_adapter2_dir):
     """A single-LoRA, reload-to-remove backend (a throwaway plugin registered for this test)."""
-    from lorakit.capabilities import Capabilities
-    from lorakit.cli import plugin_manager
     import lorakit
-    from lorakit.plugins.transformers_loader import TransformersLoader
+    from lorakit.api import Capabilities, Loader, PeftSession
+    from lorakit.plugin.host import plugin_manager
 
-    class Single(TransformersLoader):
+    class Single(Loader):  # written against the public API only, as a third party would
         name = "single"
         capabilities = Capabilities(max_loras=1, removal="reload", precisions=("fp32",))
+        session_class = PeftSession
 
     class Plugin:
         @lorakit.hookimpl
@@ -100,11 +98,10 @@ def test_reload_backend_reloads_the_base_and_refuses_two(run_cli, tiny_model_dir
 
 
 def test_8bit_generate_and_4bit_training_still_gets_gradients(tiny_model_dir, tiny_adapter_dir):
-    import torch
 
-    from lorakit.generation import SamplingSettings, generate
-    from lorakit.loader_api import LoadOptions
-    from lorakit.session_factory import open_session
+    from lorakit.api import LoadOptions
+    from lorakit.inference.generation import SamplingSettings, generate
+    from lorakit.inference.planning import open_session
 
     session, _ = open_session(str(tiny_model_dir), [str(tiny_adapter_dir)], options=LoadOptions(cpu=True, load_in_8bit=True), quiet=True)
     ids = session.tokenizer("The quick brown fox jumps over the lazy dog", return_tensors="pt")["input_ids"]

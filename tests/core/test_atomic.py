@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lorakit.atomic import atomic_file, atomic_folder, atomic_write_text
+from lorakit.store.atomic import atomic_file, atomic_folder, atomic_write_text
 
 
 @pytest.fixture

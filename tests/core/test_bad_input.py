@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from safetensors.torch import save_file
-
 from lorakit_testing import build_tiny_model, make_peft_adapter
+from safetensors.torch import save_file
 
 
 def _one_line_error(code, err, *needles, exit_code=1):

@@ -3,7 +3,7 @@
 import inspect
 from pathlib import Path
 
-from lorakit import hookspecs
+from lorakit.plugin import spec as hookspecs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 

@@ -2,8 +2,8 @@
 
 import torch
 
-from lorakit.loader_api import LoadOptions
-from lorakit.session_factory import open_session
+from lorakit.api import LoadOptions
+from lorakit.inference.planning import open_session
 
 PROMPT = "The quick brown fox jumps over the lazy dog"
 
@@ -42,7 +42,7 @@ def test_attach_and_detach_touch_no_weight_until_a_forward(tiny_model_dir, tiny_
 
 
 def test_a_burst_of_changes_folds_once_and_only_changed_layers(tiny_model_dir, tiny_adapter_dir, tiny_adapter2_dir, monkeypatch):
-    from lorakit.merged_loras import MergedLoras
+    from lorakit.loaders.folding import MergedLoras
 
     session, ids = _open(tiny_model_dir)
     folds = []
@@ -72,7 +72,7 @@ def test_a_burst_of_changes_folds_once_and_only_changed_layers(tiny_model_dir, t
 
 
 def test_generation_folds_and_matches_an_eager_session(tiny_model_dir, tiny_adapter_dir):
-    from lorakit.generation import SamplingSettings as GenerationSettings
+    from lorakit.inference.generation import SamplingSettings as GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=8, greedy=True)
     lazy, ids = _open(tiny_model_dir)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lorakit.loader_api import LoadOptions
-from lorakit.session_factory import open_session
+from lorakit.api import LoadOptions
+from lorakit.inference.planning import open_session
 
 PROMPT = "The quick brown fox jumps over the lazy dog"
 

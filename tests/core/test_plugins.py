@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import lorakit
-from lorakit.plugin_manager import get_plugin_manager, plugin_records
-from lorakit.loader_registry import all_loaders
+from lorakit.loaders.registry import all_loaders
+from lorakit.plugin.manager import get_plugin_manager, plugin_records
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixture_plugin"
 

@@ -23,7 +23,7 @@ def test_default_model_answers_paris(smollm2_dir, lorakit_home):
 
 
 def test_gguf_path_reuses_the_converted_folder(smollm2_dir, lorakit_home):
-    from lorakit.model_resolve import embedded_gguf
+    from lorakit.store.models import embedded_gguf
 
     result = _run(lorakit_home, "generate", str(embedded_gguf()), "--prompt", "What is the capital of France?", "--greedy", "--max-new-tokens", "12", "--json")
     assert result.returncode == 0, result.stderr

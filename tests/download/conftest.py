@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import sys
-from pathlib import Path
 
 import pytest
-
-if str(Path(__file__).parent) not in sys.path:  # the test modules import fake_hub_server (any import mode)
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from fake_hub_server import ADAPTER, EMPTY, GATED, MODEL, PRIVATE, HubServer, read_folder  # noqa: E402
+from fake_hub_server import (
+    ADAPTER,
+    EMPTY,
+    GATED,
+    MODEL,
+    PRIVATE,
+    HubServer,
+    read_folder,
+)
 
 
 def _empty_safetensors() -> bytes:

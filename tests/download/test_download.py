@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fake_hub_server import ADAPTER, EMPTY, GATED, MODEL, PRIVATE
 
-from lorakit import home
+from lorakit.store import home
 
 
 def resolve_gets(hub, path=None):
@@ -45,7 +45,7 @@ def test_full_adapter_download(hub, run_cli, tmp_path):
     assert {f["path"] for f in data["files"]} == set(hub.adapter_files)
     assert "--lora lorakit-test_tiny-lora" in data["next_command"] and "Next: lorakit generate" in err
 
-    from lorakit.adapters import read_adapter
+    from lorakit.store.adapters import read_adapter
 
     assert read_adapter(target).rank == 4
 
@@ -65,7 +65,7 @@ def test_model_download_prefers_safetensors(hub, run_cli):
     assert files == hub.model_files and "pytorch_model.bin" not in files
     assert "lorakit generate lorakit-test_tiny-llama --prompt" in err
 
-    from lorakit.model_resolve import resolve_model
+    from lorakit.store.models import resolve_model
 
     assert resolve_model(MODEL) == target
 

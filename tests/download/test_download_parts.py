@@ -8,12 +8,12 @@ from collections import namedtuple
 import pytest
 from fake_hub_server import ADAPTER
 
-from lorakit import home
 from lorakit.errors import LorakitError, UsageError
 from lorakit.hub.hub_errors import scrub
 from lorakit.hub.listing import RemoteFile
 from lorakit.hub.repo_ref import parse_repo_ref
 from lorakit.hub.selection import select_files
+from lorakit.store import home
 
 
 @pytest.mark.parametrize(

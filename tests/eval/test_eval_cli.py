@@ -8,7 +8,12 @@ import sys
 from importlib import resources
 
 import pytest
-from eval_helpers import documented_perplexity, one_error_line, relative_difference, scaled_adapter_copy
+from eval_helpers import (
+    documented_perplexity,
+    one_error_line,
+    relative_difference,
+    scaled_adapter_copy,
+)
 
 PARAGRAPH = (
     "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and the river that "
@@ -202,7 +207,7 @@ def test_memory_is_bounded_by_the_batch_not_the_text(tiny_model_dir, tmp_path):
     from lorakit.evaluation.documents import TokenDocument
     from lorakit.evaluation.scoring import WindowScorer, auto_batch_size
     from lorakit.evaluation.windows import plan_windows
-    from lorakit.session_factory import open_session
+    from lorakit.inference.planning import open_session
 
     session, _ = open_session(str(tiny_model_dir), quiet=True)
     document = TokenDocument("long", torch.randint(0, 500, (4_000,)))

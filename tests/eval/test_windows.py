@@ -3,7 +3,12 @@
 import pytest
 
 from lorakit.errors import UsageError
-from lorakit.evaluation.windows import batches, check_window_settings, plan_document, plan_windows
+from lorakit.evaluation.windows import (
+    batches,
+    check_window_settings,
+    plan_document,
+    plan_windows,
+)
 
 
 def documented_scoring(n, max_length, stride):

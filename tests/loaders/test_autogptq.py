@@ -7,11 +7,11 @@ import pytest
 import torch
 from gptq_fixtures import needs_engine
 
+from lorakit.api import LoadOptions
+from lorakit.builtin_plugins import autogptq_loader
 from lorakit.errors import CapabilityError
-from lorakit.loader_api import LoadOptions
-from lorakit.loader_registry import all_loaders, choose_loader
-from lorakit.plugins import autogptq_loader
-from lorakit.plugins.gptq_checkpoint import is_gptq_checkpoint, read_gptq_settings
+from lorakit.loaders.registry import all_loaders, choose_loader
+from lorakit.store.gptq_checkpoint import is_gptq_checkpoint, read_gptq_settings
 
 IDS = torch.tensor([[1, 5, 7, 9, 11, 13, 40, 41, 300, 2]])
 
@@ -114,7 +114,7 @@ def test_lora_trains_on_the_engine_torch_kernel_after_a_no_grad_pass(loader, tin
     session = loader.load(tiny_gptq_dir, LoadOptions(purpose="train"))
     ids = session.tokenizer("Paris is the capital of France. The quick brown fox jumps.", return_tensors="pt").input_ids
     with torch.no_grad():
-        session.model(ids)  # breaks the engine's default/fused CPU kernels (GUIDE.md), not the torch one
+        session.model(ids)  # breaks the engine's default/fused CPU kernels (GPTQModel 7.6), not the torch one
     torch.manual_seed(0)
     model = get_peft_model(session.model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]))
     model.train()

@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lorakit_testing import build_tiny_model, make_peft_adapter  # tests/ is on sys.path (the root conftest)
+from lorakit_testing import (  # tests/ is on sys.path (the root conftest)
+    build_tiny_model,
+    make_peft_adapter,
+)
 
 _built: dict[Path, Path] = {}
 

@@ -6,7 +6,13 @@ import json
 
 import pytest
 import torch
-from merge_helpers import PROMPT, adapters_dir, logits, one_torch_thread, same_rank_adapter_dir  # noqa: F401  (fixtures)
+from merge_helpers import (  # noqa: F401  (fixtures)
+    PROMPT,
+    adapters_dir,
+    logits,
+    one_torch_thread,
+    same_rank_adapter_dir,
+)
 from safetensors.torch import load_file
 
 
@@ -45,8 +51,8 @@ def test_cat_of_different_ranks_equals_peft(run_cli, tiny_model_dir, tiny_adapte
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from lorakit.loader_api import LoadOptions
-    from lorakit.session_factory import open_session
+    from lorakit.api import LoadOptions
+    from lorakit.inference.planning import open_session
 
     combined = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), str(out))
     session, _ = open_session(str(tiny_model_dir), [f"{tiny_adapter_dir}:0.7", f"{tiny_adapter2_dir}:-0.4"], options=LoadOptions(cpu=True), quiet=True)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from merge_helpers import adapters_dir, no_leftovers, one_torch_thread, other_base_adapter_dir  # noqa: F401  (fixtures)
+from merge_helpers import (  # noqa: F401  (fixtures)
+    adapters_dir,
+    no_leftovers,
+    one_torch_thread,
+    other_base_adapter_dir,
+)
 
 
 def _error_lines(err: str) -> list[str]:

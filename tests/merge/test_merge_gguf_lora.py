@@ -94,10 +94,10 @@ def test_llama_cpp_agrees_with_lorakit(smollm2_dir, tmp_path, run_cli):
     from merge_helpers import make_peft_adapter
     from transformers import AutoTokenizer
 
-    from lorakit.loader_api import LoadOptions
-    from lorakit.model_resolve import embedded_gguf
-    from lorakit.probe import PROBE_PROMPTS
-    from lorakit.session_factory import open_session
+    from lorakit.api import LoadOptions
+    from lorakit.inference.planning import open_session
+    from lorakit.inference.probe import PROBE_PROMPTS
+    from lorakit.store.models import embedded_gguf
 
     adapter = make_peft_adapter(smollm2_dir, tmp_path / "smol-lora", r=8, alpha=16, targets=("q_proj", "k_proj", "v_proj", "o_proj"), scale=0.05)
     out = tmp_path / "smol-lora.gguf"

@@ -7,7 +7,14 @@ import json
 import pytest
 import torch
 from merge_helpers import (  # noqa: F401  (fixtures)
-    adapters_dir, dora_adapter_dir, embedding_adapter_dir, logits, one_torch_thread, peft_merged, rslora_adapter_dir, tied_head_adapter_dir,
+    adapters_dir,
+    dora_adapter_dir,
+    embedding_adapter_dir,
+    logits,
+    one_torch_thread,
+    peft_merged,
+    rslora_adapter_dir,
+    tied_head_adapter_dir,
     tied_model_dir,
 )
 from safetensors.torch import load_file

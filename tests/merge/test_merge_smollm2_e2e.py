@@ -34,8 +34,6 @@ except OSError:
 
 
 def _run(argv, env):
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     from benchmarks.harness import run_command
 
     done = run_command(argv, env=env, timeout=600)

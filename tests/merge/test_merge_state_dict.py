@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 import torch
-from merge_helpers import adapters_dir, one_torch_thread, tied_head_adapter_dir, tied_model_dir  # noqa: F401  (fixtures)
+from merge_helpers import (  # noqa: F401  (fixtures)
+    adapters_dir,
+    one_torch_thread,
+    tied_head_adapter_dir,
+    tied_model_dir,
+)
 from safetensors.torch import load_file
 
 from lorakit.merging.meta_export import from_meta, permute, to_meta, unpermute

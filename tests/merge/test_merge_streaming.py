@@ -11,12 +11,18 @@ import sys
 import pytest
 import torch
 from merge_helpers import (  # noqa: F401  (fixtures)
-    _adapter, adapters_dir, one_torch_thread, other_base_adapter_dir, peft_merged, tied_head_adapter_dir, tied_model_dir,
+    _adapter,
+    adapters_dir,
+    one_torch_thread,
+    other_base_adapter_dir,
+    peft_merged,
+    tied_head_adapter_dir,
+    tied_model_dir,
 )
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lorakit.safetensors_header import read_header
+from lorakit.store.safetensors_header import read_header
 
 
 def _stored(path) -> dict[str, tuple[str, list[int], bytes]]:
@@ -139,9 +145,9 @@ def test_fp32_merge_is_bit_identical_to_peft_for_any_scaling(run_cli, tiny_model
 
 
 def test_fit_check_from_checkpoint_headers(tiny_model_dir, tiny_adapter_dir, other_base_adapter_dir, tied_model_dir, tied_head_adapter_dir):
-    from lorakit.adapters import read_adapter
     from lorakit.merging.checkpoint import safetensors_shapes
-    from lorakit.preflight import check_adapter_fits, fits_checkpoint
+    from lorakit.store.adapters import read_adapter
+    from lorakit.store.preflight import check_adapter_fits, fits_checkpoint
 
     shapes = safetensors_shapes(tiny_model_dir)
     assert fits_checkpoint(read_adapter(tiny_adapter_dir), shapes)

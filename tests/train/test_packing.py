@@ -60,7 +60,11 @@ def test_packed_row_matches_separate_forwards(tiny_peft, per_example):
 
 def test_packed_logits_equal_per_example_logits(tiny_peft):
     from lorakit.training.batching import pack
-    from lorakit.training.packed_attention import SEGMENTS_KWARG, packed_attention, segments_of
+    from lorakit.training.packed_attention import (
+        SEGMENTS_KWARG,
+        packed_attention,
+        segments_of,
+    )
 
     model, tokenizer = tiny_peft
     examples = _examples(tokenizer, TEXTS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from lorakit_testing import shared_data
 from data_helpers import smollm2_tokenizer, tiny_tokenizer, trained_runs, write_rows  # noqa: F401
+from lorakit_testing import shared_data
 
 from lorakit.errors import LorakitError
 from lorakit.training.chat import conversation_of

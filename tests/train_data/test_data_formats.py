@@ -8,13 +8,32 @@ import sys
 
 import pluggy
 import pytest
-from data_helpers import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, smollm2_tokenizer, tiny_tokenizer, write_rows  # noqa: F401
+from data_helpers import (  # noqa: F401
+    ALPACA_NO_INPUT,
+    ALPACA_WITH_INPUT,
+    smollm2_tokenizer,
+    tiny_tokenizer,
+    write_rows,
+)
 
-from lorakit import hookimpl, hookspecs
+from lorakit import hookimpl
 from lorakit.errors import LorakitError, UsageError
-from lorakit.training.dataset import DataSpec, load_examples, prompt_format_record, read_rows, sample_dataset_path, template_name
-from lorakit.training.formats import FormatFileFormatter, shipped_format_names, shipped_formatters
-from lorakit.training.formatters import Rendered, available_formatters, resolve_formatter
+from lorakit.plugin import spec as hookspecs
+from lorakit.training.dataset import (
+    DataSpec,
+    load_examples,
+    prompt_format_record,
+    read_rows,
+    sample_dataset_path,
+    template_name,
+)
+from lorakit.training.formats import (
+    FormatFileFormatter,
+    shipped_format_names,
+    shipped_formatters,
+)
+from lorakit.training.formatter_choice import available_formatters, resolve_formatter
+from lorakit.training.formatters import Rendered
 
 
 def test_shipped_formats_and_alpaca_strings():
@@ -164,9 +183,9 @@ def test_plugin_formatter_through_register_formatters(tiny_tokenizer, tmp_path):
     assert resolve_formatter("shout", None, pm).name == "shout"
     assert resolve_formatter(None, {"q": "x", "a": "y"}, pm).name == "shout"
 
-    import lorakit.cli
+    from lorakit.plugin.host import plugin_manager
 
-    lorakit.cli.plugin_manager().register(Plugin(), name="shout_plugin")
+    plugin_manager().register(Plugin(), name="shout_plugin")
     data = write_rows(tmp_path / "d.json", [{"q": "colour?", "a": "blue"}])
     (example,), stats = load_examples(tiny_tokenizer, DataSpec(dataset=data, format="shout"))
     assert example.text == "Q: colour?\nA: BLUE" and stats.format_name == "shout"
@@ -175,9 +194,9 @@ def test_plugin_formatter_through_register_formatters(tiny_tokenizer, tmp_path):
 
 def test_formatter_plugin_path_imports_without_torch():
     code = (
-        "import sys; import lorakit.plugins.formatters, lorakit.training.formats, lorakit.training.chat, "
+        "import sys; import lorakit.builtin_plugins.formatters, lorakit.training.formats, lorakit.training.chat, "
         "lorakit.training.formatters, lorakit.training.dataset, lorakit.training.dry_run; "
-        "from lorakit.plugin_manager import get_plugin_manager; from lorakit.training.formatters import available_formatters; "
+        "from lorakit.plugin.manager import get_plugin_manager; from lorakit.training.formatter_choice import available_formatters; "
         "names = sorted(available_formatters(get_plugin_manager(load_entry_points=False))); "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft')]; print(names, bad)"
     )

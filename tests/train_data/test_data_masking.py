@@ -6,11 +6,23 @@ import json
 import random
 
 import pytest
+from data_helpers import (  # noqa: F401
+    smollm2_tokenizer,
+    tiny_tokenizer,
+    trained_runs,
+    trained_text,
+    write_rows,
+)
 from lorakit_testing import shared_data
-from data_helpers import smollm2_tokenizer, tiny_tokenizer, trained_runs, trained_text, write_rows  # noqa: F401
 
 from lorakit.errors import LorakitError
-from lorakit.training.dataset import DataSpec, collate, load_examples, pack, sample_dataset_path
+from lorakit.training.dataset import (
+    DataSpec,
+    collate,
+    load_examples,
+    pack,
+    sample_dataset_path,
+)
 from lorakit.training.masking import IGNORE_INDEX, encode_with_spans, unescape
 
 MARKER = "### Response:\n"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from lorakit_testing import shared_data
 from data_helpers import smollm2_tokenizer, tiny_tokenizer  # noqa: F401
+from lorakit_testing import shared_data
 
 from lorakit.errors import LorakitError, UsageError
 from lorakit.training.dataset import DataSpec, load_examples

@@ -9,9 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from lorakit.capabilities import Availability, Capabilities
-from lorakit.errors import CapabilityError
-from lorakit.loader_api import Loader, LoadOptions
+from lorakit.api import Availability, Capabilities, CapabilityError, Loader, LoadOptions
 
 NAME = "exllama"
 ENGINE = "exllamav2"
@@ -69,9 +67,7 @@ class ExLlamaLoader(Loader):
     def load(self, model_path: Path, options: LoadOptions):
         from lorakit_exllama.session import ExLlamaSession
 
-        session = ExLlamaSession(self, model_path, options)
-        session._reload_base()
-        return session
+        return ExLlamaSession.open(self, model_path, options)
 
 
 def is_exl2_checkpoint(model_path: Path) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from lorakit.errors import CapabilityError
+from lorakit.api import CapabilityError
 
 KNOWN_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _DECODER_LINEAR = re.compile(r"(?:^|\.)model\.layers\.\d+\.(?:self_attn|mlp)\.(" + "|".join(KNOWN_LAYERS) + r")$")

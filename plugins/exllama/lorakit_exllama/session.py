@@ -6,7 +6,7 @@ means loading that LoRA again (milliseconds; the base is untouched). Removal is 
 
 from __future__ import annotations
 
-from lorakit.loader_api import AttachedLora, Session
+from lorakit.api import AttachedLora, Session
 
 
 class ExLlamaSession(Session):
@@ -16,20 +16,28 @@ class ExLlamaSession(Session):
         self._adapters: dict = {}
         self._active: list = []
 
-    def device(self) -> str:
-        return "cuda"
-
-    def _reload_base(self) -> None:
+    def load_base(self):
         from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config
         from transformers import AutoTokenizer
 
         config = ExLlamaV2Config(str(self.model_path))
         config.arch_compat_overrides(quiet=True)
-        self.model = ExLlamaV2(config)
-        self.cache = ExLlamaV2Cache(self.model, lazy=True)
-        self.model.load_autosplit(self.cache, progress=False)
+        model = ExLlamaV2(config)
+        self.cache = ExLlamaV2Cache(model, lazy=True)
+        model.load_autosplit(self.cache, progress=False)
         # lorakit's own tokenizer handling (chat templates, probes) is the same for every loader.
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.options.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.options.trust_remote_code)
+        return model, tokenizer, "cuda"
+
+    def release_base(self) -> None:
+        for adapter in self._adapters.values():
+            adapter.unload()
+        self._adapters.clear()
+        self._active = []
+        if self.model is not None:
+            self.model.unload()
+        self.cache = None
+        super().release_base()
 
     def _load_adapter(self, lora: AttachedLora, weight: float):
         from exllamav2 import ExLlamaV2Lora
@@ -89,9 +97,5 @@ class ExLlamaSession(Session):
         return torch.tensor(new)
 
     def close(self) -> None:
-        for adapter in self._adapters.values():
-            adapter.unload()
-        self._adapters.clear()
-        if self.model is not None:
-            self.model.unload()
+        self.release_base()
         super().close()

@@ -6,15 +6,15 @@ from lorakit_exllama import loader as exllama_loader
 from lorakit_exllama.preflight import check_exllama_adapter
 from lorakit_exllama.sampling import pick_next
 
-from lorakit.adapters import read_adapter
+from lorakit.api import LoadOptions
 from lorakit.errors import CapabilityError
-from lorakit.loader_api import LoadOptions
-from lorakit.loader_registry import all_loaders
+from lorakit.loaders.registry import all_loaders
+from lorakit.store.adapters import read_adapter
 
 
 def test_registered_through_its_entry_point_with_an_honest_record():
-    from lorakit.cli import plugin_manager
-    from lorakit.plugin_manager import plugin_records
+    from lorakit.plugin.host import plugin_manager
+    from lorakit.plugin.manager import plugin_records
 
     loader = all_loaders()["exllama"]
     caps = loader.capabilities
@@ -83,7 +83,7 @@ def test_adapters_exllama_refuses_are_named_before_loading(tiny_model_dir, tmp_p
 
 
 def test_apply_refuses_such_an_adapter_in_one_line_before_any_weight_loads(tiny_gptq_dir, tiny_model_dir, tmp_path, make_adapter, run_cli, monkeypatch):
-    from lorakit.capabilities import Availability
+    from lorakit.loaders.capabilities import Availability
 
     monkeypatch.setattr(exllama_loader.ExLlamaLoader, "availability", lambda self: Availability(True))
     monkeypatch.setattr(exllama_loader.ExLlamaLoader, "load", lambda *a: pytest.fail("the model must not load"))
@@ -94,7 +94,7 @@ def test_apply_refuses_such_an_adapter_in_one_line_before_any_weight_loads(tiny_
 
 
 def test_sampling_is_greedy_or_seeded():
-    from lorakit.generation import SamplingSettings
+    from lorakit.inference.generation import SamplingSettings
 
     logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
     previous = torch.tensor([], dtype=torch.long)

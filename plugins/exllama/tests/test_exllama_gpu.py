@@ -10,8 +10,8 @@ import importlib.util
 import pytest
 import torch
 
-from lorakit.loader_api import LoadOptions
-from lorakit.loader_registry import all_loaders
+from lorakit.api import LoadOptions
+from lorakit.loaders.registry import all_loaders
 
 pytestmark = [
     pytest.mark.gpu,
@@ -60,7 +60,7 @@ def test_base_lora_weight_and_removal_match_the_reference(smollm2_gptq_dir, smol
 
 
 def test_greedy_generation_runs(smollm2_gptq_dir):
-    from lorakit.generation import SamplingSettings
+    from lorakit.inference.generation import SamplingSettings
 
     session = all_loaders()["exllama"].load(smollm2_gptq_dir, LoadOptions())
     ids = session.tokenizer(PROMPT, return_tensors="pt").input_ids

@@ -25,21 +25,21 @@ def register_loaders(register):
 
 @lorakit.hookimpl
 def resolve_loader(model_path, options):
-    from lorakit.plugins.gptq_checkpoint import is_gptq_checkpoint
+    from lorakit.api import is_gptq_checkpoint
 
     return NAME if is_gptq_checkpoint(model_path) else None
 
 
 @lorakit.hookimpl
-def prepare_model(model, loader_name, config):
+def prepare_model(model, loader_name, model_path):
     # Only the generic loader: the autogptq loader promises the engine's own kernels, and our own
     # loader builds GPTQLinear layers already.
-    if loader_name != "transformers" or not config or not config.get("model_path"):
+    if loader_name != "transformers" or not model_path:
         return
-    from lorakit.plugins.gptq_checkpoint import is_gptq_checkpoint
+    from lorakit.api import is_gptq_checkpoint
 
-    if not is_gptq_checkpoint(config["model_path"]):
+    if not is_gptq_checkpoint(model_path):
         return
     from lorakit_gptq_monkeypatch.patching import patch_engine_layers
 
-    patch_engine_layers(model, config["model_path"])
+    patch_engine_layers(model, model_path)

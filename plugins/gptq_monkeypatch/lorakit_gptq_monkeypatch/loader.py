@@ -1,20 +1,31 @@
 """The ``gptq_monkeypatch`` loader: GPTQ checkpoints on pure-PyTorch layers, LoRAs through PEFT.
 
-Because :class:`GPTQLinear` looks like an ``nn.Linear`` to PEFT, the session is the built-in
-Transformers session with a different way of building the base: several LoRAs at once, per-LoRA
-weights, removal without reloading, and training all work as they do on a 16/32-bit model.
+Because :class:`GPTQLinear` looks like an ``nn.Linear`` to PEFT, the session is lorakit's public
+:class:`~lorakit.api.PeftSession` with a different way of building the base: several LoRAs at once,
+per-LoRA weights, removal without reloading, and training all work as they do on a 16/32-bit model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lorakit.capabilities import Capabilities
-from lorakit.loader_api import Loader, LoadOptions
-from lorakit.plugins.gptq_checkpoint import refuse_bitsandbytes
-from lorakit.plugins.transformers_loader import TransformersSession
+from lorakit.api import (
+    Capabilities,
+    Loader,
+    LoadOptions,
+    PeftSession,
+    pick_device,
+    quiet_libraries,
+    refuse_bitsandbytes,
+    torch_dtype,
+)
 
 NAME = "gptq_monkeypatch"
+
+
+class MonkeypatchSession(PeftSession):
+    def load_base(self):
+        return load_patched_model(self.model_path, self.options)
 
 
 class GPTQMonkeypatchLoader(Loader):
@@ -35,25 +46,18 @@ class GPTQMonkeypatchLoader(Loader):
         ),
     )
     requires = ("torch", "transformers", "peft", "accelerate")
+    session_class = MonkeypatchSession
 
     def check_options(self, options: LoadOptions) -> None:
         refuse_bitsandbytes(self.name, options)
         super().check_options(options)
 
-    def load(self, model_path: Path, options: LoadOptions) -> MonkeypatchSession:
-        session = MonkeypatchSession(self, model_path, options)
-        session._reload_base()
-        return session
-
 
 def load_patched_model(model_path: Path, options: LoadOptions):
-    """Tokenizer and GPTQ model on the chosen device; the counterpart of ``load_base_model``."""
-    from lorakit.quiet import quiet_libraries
-
+    """Tokenizer, GPTQ model and device: what :meth:`lorakit.api.Session.load_base` returns."""
     quiet_libraries()
     from transformers import AutoTokenizer
 
-    from lorakit.devices import pick_device, torch_dtype
     from lorakit_gptq_monkeypatch.patching import load_quantized_model
 
     device = pick_device(options.cpu)
@@ -61,17 +65,3 @@ def load_patched_model(model_path: Path, options: LoadOptions):
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=options.trust_remote_code)
     model, _settings = load_quantized_model(model_path, dtype, device, options.trust_remote_code)
     return model, tokenizer, device
-
-
-class MonkeypatchSession(TransformersSession):
-    def _reload_base(self) -> None:
-        from lorakit.cli import plugin_manager
-
-        self.base = self.peft = None
-        self._internal.clear()
-        self.base, self.tokenizer, self._device = load_patched_model(self.model_path, self.options)
-        plugin_manager().hook.prepare_model(
-            model=self.base, loader_name=self.loader.name,
-            config={"model_path": self.model_path, "options": self.options, "purpose": self.options.purpose},
-        )
-        self.model = self.base

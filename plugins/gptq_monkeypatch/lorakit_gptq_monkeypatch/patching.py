@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lorakit.errors import CapabilityError, ModelNotFound
-from lorakit.plugins.gptq_checkpoint import GPTQSettings, read_gptq_settings
+from lorakit.api import CapabilityError, GPTQSettings, ModelNotFound, read_gptq_settings
 
 QUANT_PARTS = ("qweight", "qzeros", "scales", "g_idx")
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 from gptq_fixtures import needs_engine
 
-from lorakit.loader_api import LoadOptions
-from lorakit.loader_registry import all_loaders
+from lorakit.api import LoadOptions
+from lorakit.loaders.registry import all_loaders
 
 pytestmark = needs_engine
 
 
 def engine_and_patched(model_path):
-    from lorakit.plugins.gptq_engine import load_with_gptqmodel
+    from lorakit.builtin_plugins.gptq_engine import load_with_gptqmodel
 
     engine, tokenizer, _ = load_with_gptqmodel(model_path, LoadOptions(dtype="bf16"))
     patched = all_loaders()["gptq_monkeypatch"].load(model_path, LoadOptions(dtype="bf16"))

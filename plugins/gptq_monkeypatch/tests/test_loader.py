@@ -4,9 +4,9 @@ import pytest
 import torch
 from gptq_fixtures import rtn_reference_model
 
+from lorakit.api import LoadOptions
 from lorakit.errors import CapabilityError, ModelNotFound
-from lorakit.loader_api import LoadOptions
-from lorakit.loader_registry import all_loaders, choose_loader
+from lorakit.loaders.registry import all_loaders, choose_loader
 
 IDS = torch.tensor([[1, 5, 7, 9, 11, 13, 40, 41, 300, 2]])
 
@@ -64,10 +64,10 @@ def test_two_loras_at_once_with_weights_then_fast_removal(loader, tiny_gptq_dir,
 
 
 def test_resolves_gptq_checkpoints_when_the_engine_loader_is_absent(tiny_gptq_dir, tiny_model_dir, monkeypatch):
-    from lorakit import cli
+    from lorakit.plugin import host
 
     monkeypatch.setenv("LORAKIT_DISABLE_PLUGINS", "autogptq_loader")
-    cli.reset_plugin_manager()
+    host.reset_plugin_manager()
     assert choose_loader(tiny_gptq_dir, LoadOptions()).name == "gptq_monkeypatch"
     assert choose_loader(tiny_model_dir, LoadOptions()).name == "transformers"
 

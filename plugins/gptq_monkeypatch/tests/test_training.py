@@ -4,8 +4,8 @@ import itertools
 
 import torch
 
-from lorakit.loader_api import LoadOptions
-from lorakit.loader_registry import all_loaders
+from lorakit.api import LoadOptions
+from lorakit.loaders.registry import all_loaders
 
 TEXT = "Paris is the capital of France. The quick brown fox jumps over the lazy dog."
 

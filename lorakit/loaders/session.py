@@ -1,40 +1,27 @@
 """What a loader backend is, and the session it returns: a loaded base with LoRAs attached.
 
-A backend subclasses :class:`Loader` (declares ``name``, ``capabilities``, ``requires``) and
-:class:`Session` (implements the ``_attach``/``_detach``/``_set_weight``/``_activate`` primitives).
-The base ``Session`` enforces the capability record, so every backend says the same thing, the same
-way, when asked for what it cannot do.
+A backend subclasses :class:`Loader` (declares ``name``, ``capabilities``, ``requires`` and its
+``session_class``) and :class:`Session` (implements :meth:`Session.load_base` and the
+``_attach``/``_detach``/``_set_weight``/``_activate`` primitives). The base ``Session`` owns the
+rest, the same for every backend: it enforces the capability record (so every backend says the same
+thing, the same way, when asked for what it cannot do), and it owns reloading the base, firing the
+``prepare_model`` hook after every load.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from lorakit.capabilities import Availability, Capabilities
 from lorakit.errors import CapabilityError, UsageError
-
-
-@dataclass
-class LoadOptions:
-    dtype: str = "auto"
-    """``auto`` (fp32 on CPU, bf16 on CUDA when supported), ``fp32``, ``bf16`` or ``fp16``."""
-    load_in_8bit: bool = False
-    load_in_4bit: bool = False
-    cpu: bool = False
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    purpose: str = "inference"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def quantization(self) -> str | None:
-        if self.load_in_8bit and self.load_in_4bit:
-            raise UsageError("--load-in-8bit and --load-in-4bit exclude each other", "choose one")
-        return "8bit" if self.load_in_8bit else "4bit" if self.load_in_4bit else None
+from lorakit.loaders.capabilities import Availability, Capabilities
+from lorakit.loaders.options import LoadOptions
+from lorakit.store.adapters import AdapterInfo, read_adapter
 
 
 @dataclass
@@ -42,6 +29,8 @@ class AttachedLora:
     name: str
     path: Path
     weight: float = 1.0
+    adapter: AdapterInfo | None = None
+    """What the pre-flight read from the adapter folder (config, tensor shapes); carried, not re-read."""
 
 
 @dataclass
@@ -62,6 +51,8 @@ class Loader:
     capabilities: Capabilities = Capabilities()
     requires: tuple[str, ...] = ()
     """Importable module names this backend needs; checked without importing them."""
+    session_class: type[Session] | None = None
+    """The :class:`Session` subclass :meth:`load` opens (or override :meth:`load`)."""
 
     def availability(self) -> Availability:
         missing = [module for module in self.requires if importlib.util.find_spec(module) is None]
@@ -83,11 +74,13 @@ class Loader:
                 "supported: " + ", ".join(self.capabilities.precisions),
             )
 
-    def check_adapter(self, adapter) -> None:
-        """Refuse an adapter this backend cannot attach (an :class:`lorakit.adapters.AdapterInfo`)."""
+    def check_adapter(self, adapter: AdapterInfo) -> None:
+        """Refuse an adapter this backend cannot attach (called before any weight loads)."""
 
-    def load(self, model_path: Path, options: LoadOptions) -> "Session":
-        raise NotImplementedError
+    def load(self, model_path: Path, options: LoadOptions) -> Session:
+        if self.session_class is None:
+            raise NotImplementedError(f"loader '{self.name}' sets no session_class and does not override load()")
+        return self.session_class.open(self, model_path, options)
 
     def record(self) -> dict:
         available = self.availability()
@@ -110,8 +103,26 @@ class Session:
         self.loras: list[AttachedLora] = []
         self.model: Any = None
         self.tokenizer: Any = None
+        self._device = "cpu"
+
+    @classmethod
+    def open(cls, loader: Loader, model_path: Path, options: LoadOptions) -> Session:
+        """A session with the base loaded (and ``prepare_model`` fired)."""
+        session = cls(loader, model_path, options)
+        session.reload_base()
+        return session
 
     # ---- what backends implement -------------------------------------------------------------
+    def load_base(self) -> tuple[Any, Any, str]:
+        """Load the bare base: return ``(model, tokenizer, device)``. Called by :meth:`reload_base`."""
+        raise NotImplementedError
+
+    def release_base(self) -> None:
+        """Drop everything that belongs to the loaded base (backends with more state extend this)."""
+        if self.model is not None:
+            self.model = None
+            gc.collect()  # the old base must be gone before a new one is read
+
     def _attach(self, lora: AttachedLora) -> None:
         raise NotImplementedError
 
@@ -125,12 +136,6 @@ class Session:
         """Make exactly these attached LoRAs active (an empty list means the bare base)."""
         raise NotImplementedError
 
-    def _reload_base(self) -> None:
-        raise NotImplementedError
-
-    def device(self) -> str:
-        return "cpu"
-
     def forward_logits(self, input_ids, attention_mask=None):
         """Logits for a batch of token ids (a torch tensor), with the currently active LoRAs."""
         raise NotImplementedError
@@ -139,7 +144,18 @@ class Session:
         """Generate new token ids after ``input_ids`` (1 x T); returns the new ids only."""
         raise NotImplementedError
 
-    # ---- the capability-checked API ----------------------------------------------------------
+    # ---- owned by the base class --------------------------------------------------------------
+    def reload_base(self) -> None:
+        """(Re)load the bare base through the backend, then let every plugin prepare it."""
+        from lorakit.plugin.host import prepare_model
+
+        self.release_base()
+        self.model, self.tokenizer, self._device = self.load_base()
+        prepare_model(self.model, self.loader.name, self.model_path, self.options)
+
+    def device(self) -> str:
+        return self._device
+
     @property
     def capabilities(self) -> Capabilities:
         return self.loader.capabilities
@@ -153,12 +169,13 @@ class Session:
                 return lora
         raise UsageError(f"no LoRA named '{name}' is attached", "attached: " + (", ".join(self.names()) or "none"))
 
-    def add_lora(self, name: str, path: Path, weight: float = 1.0) -> ActionReport:
+    def add_lora(self, name: str, path: Path, weight: float = 1.0, adapter: AdapterInfo | None = None) -> ActionReport:
+        """Attach the adapter folder ``path`` as ``name``; ``adapter`` is its pre-flight record, if read."""
         if name in self.names():
             raise UsageError(f"a LoRA named '{name}' is already attached", "remove it first or use another name")
         caps = self.capabilities
         if not caps.accepts(len(self.loras) + 1):
-            from lorakit.loader_registry import backends_that
+            from lorakit.loaders.registry import backends_that
 
             raise CapabilityError(
                 f"loader '{self.loader.name}' takes {caps.lora_limit_text()} LoRA at a time and "
@@ -171,7 +188,9 @@ class Session:
                 "drop the :WEIGHT or pick a loader with per-LoRA weights",
             )
         started = time.perf_counter()
-        lora = AttachedLora(name, Path(path), weight)
+        if adapter is None:
+            adapter = read_adapter(path, allow_pickle=self.options.allow_pickle)
+        lora = AttachedLora(name, Path(path), weight, adapter)
         self._attach(lora)
         self.loras.append(lora)
         self._activate(self.names())
@@ -193,8 +212,8 @@ class Session:
             detail = "detached; the base was not reloaded"
         else:
             keep = [item for item in self.loras if item is not lora]
-            self._reload_base()
             self.loras = []
+            self.reload_base()
             for item in keep:
                 self._attach(item)
                 self.loras.append(item)

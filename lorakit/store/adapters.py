@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.errors import AdapterError
-from lorakit.safetensors_header import read_header
+from lorakit.store.safetensors_header import read_header
 
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"

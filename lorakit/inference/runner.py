@@ -8,11 +8,11 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lorakit.console import err_console, info, stdout_is_terminal, warn
 from lorakit.errors import UsageError
-from lorakit.generation import SamplingSettings, generate
-from lorakit.loader_api import LoadOptions
-from lorakit.prompts import encode, pick_template, render
+from lorakit.inference.generation import SamplingSettings, generate
+from lorakit.inference.prompts import encode, pick_template, render
+from lorakit.loaders.options import LoadOptions
+from lorakit.output.console import err_console, info, stdout_is_terminal, warn
 
 _PER_LINE_SETTINGS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "greedy")
 
@@ -33,23 +33,18 @@ class GenerateJob:
 def read_prompts(source: str) -> list[dict]:
     """JSONL prompts: an object with ``prompt`` (or ``instruction``), optional ``input``/``system`` and
     per-line sampling overrides, or a bare JSON string. Errors name the line."""
-    handle = sys.stdin if source == "-" else None
+    from lorakit.store.rows import parse_rows
+
     try:
-        lines = handle.read().splitlines() if handle else Path(source).read_text(encoding="utf-8").splitlines()
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"--input-file '{source}' does not exist") from None
     items = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError as error:
-            raise UsageError(f"{source} line {number} is not valid JSON: {error.args[0]}") from None
+    for label, data in parse_rows(text, source, lines=True, error=UsageError):
         if isinstance(data, str):
             data = {"prompt": data}
         if not isinstance(data, dict) or not isinstance(data.get("prompt", data.get("instruction")), str):
-            raise UsageError(f"{source} line {number} has no \"prompt\" string", "write {\"prompt\": \"...\"} per line")
+            raise UsageError(f"{source} {label} has no \"prompt\" string", "write {\"prompt\": \"...\"} per line")
         data.setdefault("prompt", data.get("instruction"))
         items.append(data)
     if not items:
@@ -70,7 +65,7 @@ def _emit_stream(text: str) -> None:
 
 
 def run_job(job: GenerateJob, items: list[dict]) -> None:
-    from lorakit.session_factory import open_session
+    from lorakit.inference.planning import open_session
 
     session, plan = open_session(job.model, job.loras, job.loader_name, job.options)
     trained = [t for t in plan.trained_templates() if t]

@@ -5,27 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from lorakit.capabilities import Capabilities
 from lorakit.errors import CapabilityError, PluginError, UsageError
-from lorakit.loader_api import Loader, LoadOptions
+from lorakit.loaders.capabilities import Capabilities
+from lorakit.loaders.options import LoadOptions
+from lorakit.loaders.session import Loader
+from lorakit.plugin.host import chosen_loader_name, registered_loaders
 
 DEFAULT_LOADER = "transformers"
 
 
 def all_loaders(pm=None) -> dict[str, Loader]:
-    from lorakit.cli import plugin_manager
-    from lorakit.plugin_manager import call_each
-
-    pm = pm or plugin_manager()
-    found: dict[str, Loader] = {}
-
-    def register(loader: Loader) -> None:
-        if not getattr(loader, "name", ""):
-            raise PluginError(f"a plugin registered a loader without a name: {loader!r}")
-        found.setdefault(loader.name, loader)
-
-    call_each(pm, "register_loaders", register=register)
-    return dict(sorted(found.items()))
+    """Every registered loader backend by name."""
+    return registered_loaders(pm)
 
 
 def backends_that(test: Callable[[Capabilities], bool], what: str, pm=None) -> str:
@@ -37,16 +28,13 @@ def backends_that(test: Callable[[Capabilities], bool], what: str, pm=None) -> s
 
 
 def choose_loader(model_path: Path, options: LoadOptions, requested: str | None = None, pm=None) -> Loader:
-    from lorakit.cli import plugin_manager
-
-    pm = pm or plugin_manager()
     loaders = all_loaders(pm)
     if requested:
         if requested not in loaders:
             raise UsageError(f"unknown loader '{requested}'", "installed loaders: " + ", ".join(loaders))
         loader = loaders[requested]
     else:
-        name = pm.hook.resolve_loader(model_path=Path(model_path), options=options) or DEFAULT_LOADER
+        name = chosen_loader_name(Path(model_path), options, pm) or DEFAULT_LOADER
         if name not in loaders:
             raise PluginError(f"a plugin chose loader '{name}', which is not registered", "see `lorakit loaders`")
         loader = loaders[name]

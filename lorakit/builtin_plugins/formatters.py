@@ -8,13 +8,11 @@ imports torch or transformers.
 from __future__ import annotations
 
 from lorakit import hookimpl
+from lorakit.api import ChatTemplateFormatter, shipped_formatters
 
 
 @hookimpl
 def register_formatters(register):
-    from lorakit.training.chat import ChatTemplateFormatter
-    from lorakit.training.formats import shipped_formatters
-
     for formatter in shipped_formatters():
         register(formatter)
     register(ChatTemplateFormatter())

@@ -14,8 +14,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from lorakit.adapters import SIGNATURE_KEYS, AdapterInfo, module_path_candidates
 from lorakit.errors import AdapterError, ModelNotFound
+from lorakit.store.adapters import SIGNATURE_KEYS, AdapterInfo, module_path_candidates
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.|\.h\.(\d+)\.|\.blocks\.(\d+)\.")
 
@@ -36,7 +36,7 @@ def read_model_config(model_path: Path) -> dict:
 def _module_shapes_cached(model_path: str, mtime: float, trust_remote_code: bool) -> dict[str, dict]:
     import torch
 
-    from lorakit.quiet import quiet_libraries
+    from lorakit.output.quiet import quiet_libraries
 
     quiet_libraries()
     from accelerate import init_empty_weights

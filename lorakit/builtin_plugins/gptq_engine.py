@@ -7,55 +7,28 @@ arrive as exceptions.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
-from lorakit.errors import CapabilityError
-from lorakit.loader_api import LoadOptions
+from lorakit.api import (
+    CapabilityError,
+    LoadOptions,
+    pick_device,
+    quiet_libraries,
+    silenced_stdout,
+    torch_dtype,
+)
 
 
 def engine_environment() -> None:
-    """GPTQModel refuses more CPU workers than the machine has (GUIDE.md); pick a safe default."""
+    """GPTQModel refuses more CPU workers than the machine has ("requests 2 workers but parent 'cpu'
+    only has 1" on 2 cores); pick a safe default."""
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(2, os.cpu_count() or 1))))
-
-
-@contextlib.contextmanager
-def quiet_engine_stdout():
-    if os.environ.get("LORAKIT_DEBUG"):
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-        return
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        yield
-
-
-def quiet_engine() -> None:
-    """Silence GPTQModel's logger (logbar), which writes a banner, INFO and WARN lines to *stdout*.
-
-    It must run before anything imports gptqmodel, and PEFT does so while attaching any LoRA when
-    gptqmodel is installed (its GPTQ dispatcher probes for it), so ``lorakit.quiet`` calls this for
-    every command that loads a model; otherwise ``--json`` output would start with a banner.
-    ``LORAKIT_DEBUG=1`` keeps everything. Cheap when gptqmodel is not installed.
-    """
-    if os.environ.get("LORAKIT_DEBUG") or importlib.util.find_spec("logbar") is None:
-        return
-    import logging
-
-    logging.getLogger("tokenicer").setLevel(logging.WARNING)
-    with quiet_engine_stdout():  # creating logbar's logger prints an empty line on stdout
-        from logbar import LogBar
-
-        LogBar.shared().setLevel(logging.ERROR)
 
 
 def engine_dtype(options: LoadOptions, device: str):
     """bf16 on the CPU (the engine's kernels have no fp32 path), bf16/fp16 on GPUs."""
     import torch
-
-    from lorakit.devices import torch_dtype
 
     if options.dtype == "auto" and device == "cpu":
         return torch.bfloat16
@@ -82,20 +55,15 @@ def run_eagerly(model) -> int:
 
 def load_with_gptqmodel(model_path: Path, options: LoadOptions):
     """Tokenizer, model (a transformers model with the engine's quantized layers) and device."""
-    from lorakit.quiet import quiet_libraries
-
     quiet_libraries()
-    quiet_engine()
     engine_environment()
     from transformers import AutoTokenizer
-
-    from lorakit.devices import pick_device
 
     device = pick_device(options.cpu)
     if device == "mps":
         device = "cpu"  # GPTQModel's MPS support is separate (MLX); the torch kernel on CPU always works
     dtype = engine_dtype(options, device)
-    with quiet_engine_stdout():
+    with silenced_stdout():
         try:
             from gptqmodel import GPTQModel
         except Exception as error:  # a broken engine install: say which and how to fix it

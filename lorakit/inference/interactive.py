@@ -9,8 +9,6 @@ from __future__ import annotations
 import shlex
 import sys
 
-import click
-
 from lorakit.errors import LorakitError
 
 HELP = """commands:
@@ -29,7 +27,7 @@ class InteractiveSession:
         self.max_new_tokens = max_new_tokens
 
     def say(self, text: str) -> None:
-        click.echo(text)
+        print(text, flush=True)
 
     def run(self) -> None:
         caps = self.session.capabilities
@@ -64,17 +62,15 @@ class InteractiveSession:
         self.say(HELP)
 
     def do_add(self, text: str = "", *args) -> None:
-        from lorakit.session_factory import plan_loras
-        from lorakit.preflight import check_adapter_fits
+        from lorakit.inference.planning import check_planned_lora, plan_loras
 
         if not text:
             self.say("usage: add PATH[:WEIGHT]")
             return
         (planned,) = plan_loras([text], self.session.options)
-        self.session.loader.check_adapter(planned.adapter)
-        check_adapter_fits(planned.adapter, self.session.model_path, self.session.options.trust_remote_code)
+        check_planned_lora(self.session.loader, planned, self.session.model_path, self.session.options)
         name = planned.name if planned.name not in self.session.names() else f"{planned.name}-{len(self.session.loras) + 1}"
-        report = self.session.add_lora(name, planned.path, planned.spec.weight)
+        report = self.session.add_lora(name, planned.path, planned.spec.weight, adapter=planned.adapter)
         self.say(f"added {name} (weight {planned.spec.weight:g}) in {report.seconds * 1000:.0f} ms")
 
     def do_remove(self, name: str = "", *args) -> None:
@@ -101,8 +97,8 @@ class InteractiveSession:
         self.say(f"backend '{self.session.loader.name}': " + ", ".join(f"{k}={v}" for k, v in self.session.capabilities.to_dict().items() if k != "notes"))
 
     def do_generate(self, text: str = "", *args) -> None:
-        from lorakit.generation import SamplingSettings, generate
-        from lorakit.prompts import encode, pick_template, render
+        from lorakit.inference.generation import SamplingSettings, generate
+        from lorakit.inference.prompts import encode, pick_template, render
 
         if not text.strip():
             self.say("usage: generate TEXT")
@@ -114,7 +110,6 @@ class InteractiveSession:
         self.say(f"({result.new_tokens} tokens, {result.tokens_per_s:.1f} tokens/s)")
 
     def do_probe(self, *args) -> None:
-        from lorakit import probe
-
+        from lorakit.inference import probe
         for effect in probe.measure(self.session):
             self.say(effect.describe())

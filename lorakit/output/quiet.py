@@ -5,8 +5,11 @@ lorakit prints its own progress on stderr; library bars and warnings come back w
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import os
+import sys
 import warnings
 
 _NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "transformers", "peft", "accelerate", "bitsandbytes", "gptqmodel", "optimum")
@@ -36,9 +39,7 @@ def quiet_libraries() -> None:
     quiet_logs()
     if os.environ.get("LORAKIT_DEBUG"):
         return
-    from lorakit.plugins.gptq_engine import quiet_engine
-
-    quiet_engine()  # GPTQModel logs to stdout, and PEFT imports it when attaching LoRAs
+    quiet_logbar()
     try:
         from transformers.utils import logging as hf_logging
 
@@ -46,3 +47,31 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def silenced_stdout():
+    """Drop what a library prints on stdout while it runs (``LORAKIT_DEBUG=1``: send it to stderr)."""
+    if os.environ.get("LORAKIT_DEBUG"):
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+def quiet_logbar() -> None:
+    """Silence logbar, GPTQModel's logger, which writes a banner, INFO and WARN lines to *stdout*.
+
+    It must run before anything imports gptqmodel, and PEFT does so while attaching any LoRA when
+    gptqmodel is installed (its GPTQ dispatcher probes for it), whichever backend loaded the model:
+    so :func:`quiet_libraries` calls it for every command that loads a model; otherwise ``--json``
+    output would start with a banner. Cheap when logbar is not installed.
+    """
+    if os.environ.get("LORAKIT_DEBUG") or importlib.util.find_spec("logbar") is None:
+        return
+    logging.getLogger("tokenicer").setLevel(logging.WARNING)
+    with silenced_stdout():  # creating logbar's logger prints an empty line on stdout
+        from logbar import LogBar
+
+        LogBar.shared().setLevel(logging.ERROR)

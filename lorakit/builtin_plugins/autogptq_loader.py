@@ -7,7 +7,7 @@ the reload itself and reports what it cost). Merging is refused: rounding a LoRA
 weights loses most of it.
 
 On the CPU the engine's ``torch`` kernel is used, eagerly: its default (ATen) and fused CPU
-kernels return outputs without gradients after any no-grad forward (GUIDE.md), which silently
+kernels return outputs without gradients after any no-grad forward (measured with GPTQModel 7.6), which silently
 stops LoRA training; and ``torch.compile`` of the dequantizer costs ~20 s on the first forward here.
 Nothing heavy is imported at module level.
 """
@@ -19,15 +19,29 @@ import importlib.util
 from pathlib import Path
 
 import lorakit
-from lorakit.capabilities import Availability, Capabilities
-from lorakit.errors import CapabilityError
-from lorakit.loader_api import Loader, LoadOptions
-from lorakit.plugins.gptq_checkpoint import is_gptq_checkpoint, refuse_bitsandbytes
-from lorakit.plugins.transformers_loader import TransformersSession
+from lorakit.api import (
+    Availability,
+    Capabilities,
+    CapabilityError,
+    Loader,
+    LoadOptions,
+    PeftSession,
+    is_gptq_checkpoint,
+    refuse_bitsandbytes,
+)
 
 NAME = "autogptq"
 ENGINE = "gptqmodel"
 ENGINE_PIN = "gptqmodel==7.6.0"
+
+
+class GPTQModelSession(PeftSession):
+    """The PEFT session on a base built by GPTQModel."""
+
+    def load_base(self):
+        from lorakit.builtin_plugins.gptq_engine import load_with_gptqmodel
+
+        return load_with_gptqmodel(self.model_path, self.options)
 
 
 class AutoGPTQLoader(Loader):
@@ -48,6 +62,7 @@ class AutoGPTQLoader(Loader):
         ),
     )
     requires = ("torch", "transformers", "peft", ENGINE, "optimum")
+    session_class = GPTQModelSession
 
     def availability(self) -> Availability:
         available = super().availability()
@@ -75,37 +90,12 @@ class AutoGPTQLoader(Loader):
             )
         super().check_options(options)
 
-    def load(self, model_path: Path, options: LoadOptions) -> GPTQModelSession:
-        session = GPTQModelSession(self, model_path, options)
-        session._reload_base()
-        return session
-
 
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-class GPTQModelSession(TransformersSession):
-    """The Transformers session's LoRA handling on a base built by GPTQModel."""
-
-    def _reload_base(self) -> None:
-        import gc
-
-        from lorakit.cli import plugin_manager
-        from lorakit.plugins.gptq_engine import load_with_gptqmodel
-
-        self.base = self.peft = self.model = None
-        self._internal.clear()
-        gc.collect()  # the old base must be gone before the new one is read
-        self.base, self.tokenizer, self._device = load_with_gptqmodel(self.model_path, self.options)
-        plugin_manager().hook.prepare_model(
-            model=self.base, loader_name=self.loader.name,
-            config={"model_path": self.model_path, "options": self.options, "purpose": self.options.purpose},
-        )
-        self.model = self.base
 
 
 @lorakit.hookimpl

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorakit.adapters import AdapterInfo, module_path_candidates
+from lorakit.store.adapters import AdapterInfo, module_path_candidates
 
 _PREFIX = "base_model.model."
 _serials = itertools.count(1)

@@ -32,9 +32,3 @@ def read_header(path: Path) -> dict[str, dict]:
         if end > data_size:
             raise AdapterError(f"{path} is truncated: tensor '{name}' runs past the end of the file", "download or save it again")
     return header
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    with Path(path).open("rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(length)).get("__metadata__", {}) or {}

@@ -1,42 +1,53 @@
-"""The README's loader table, generated from the loaders' capability records.
+"""The README's loader table, generated from the capability records of the loaders lorakit ships.
 
-``python -m lorakit.loader_table`` prints it; ``--write README.md`` replaces the text between
+``python -m lorakit.loaders.table`` prints it; ``--write README.md`` replaces the text between
 ``<!-- loaders-table:start -->`` and ``<!-- loaders-table:end -->``; ``--check README.md`` exits 1
 when the README is out of date (``tests/loaders/test_loader_table.py`` does the same check).
 
-The table documents the four backends lorakit ships (two built in, two plugin packages in
-``plugins/``), so it does not depend on what happens to be installed beyond those packages.
+"Shipped" means the built-in plugins plus the plugin packages of the repository the README belongs
+to (``plugins/*/pyproject.toml`` beside it, read for their ``lorakit`` entry points), so a
+third-party plugin installed here does not leak into the table, and nothing here names a backend.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+import tomllib
 from pathlib import Path
 
 START = "<!-- loaders-table:start -->"
 END = "<!-- loaders-table:end -->"
 
-DOCUMENTED_LOADERS = (
-    ("lorakit.plugins.transformers_loader", "TransformersLoader", "lorakit"),
-    ("lorakit_exllama.loader", "ExLlamaLoader", "lorakit-exllama (plugins/exllama)"),
-    ("lorakit.plugins.autogptq_loader", "AutoGPTQLoader", "lorakit"),
-    ("lorakit_gptq_monkeypatch.loader", "GPTQMonkeypatchLoader", "lorakit-gptq-monkeypatch (plugins/gptq_monkeypatch)"),
-)
 _REMOVAL = {"fast": "yes, instantly", "reload": "yes, by reloading the base", "unsupported": "no"}
 
 
-def documented_loaders() -> list:
-    """Instances of the documented loaders; a missing plugin package is named in the error."""
-    loaders = []
-    for module_name, class_name, package in DOCUMENTED_LOADERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise ImportError(f"{module_name} is not importable ({error}); install {package} to render the table") from error
-        loaders.append(getattr(module, class_name)())
-    return loaders
+def shipped_plugin_names(repo: Path) -> list[str]:
+    """The ``lorakit`` entry-point names declared by ``repo/plugins/*/pyproject.toml``."""
+    names = []
+    for project in sorted(Path(repo).glob("plugins/*/pyproject.toml")):
+        data = tomllib.loads(project.read_text(encoding="utf-8"))
+        names += sorted(data.get("project", {}).get("entry-points", {}).get("lorakit", {}))
+    return names
+
+
+def documented_loaders(repo: Path = Path(".")) -> list:
+    """The shipped loaders, the default first, then built-ins, then the plugin packages' (by name).
+
+    A plugin package of the repository that is not installed is named in an ``ImportError``.
+    """
+    from lorakit.loaders.registry import DEFAULT_LOADER
+    from lorakit.plugin.host import registered_loaders
+    from lorakit.plugin.manager import get_plugin_manager
+
+    wanted = shipped_plugin_names(repo)
+    pm = get_plugin_manager(only=wanted)
+    missing = [name for name in wanted if not pm.has_plugin(name)]
+    if missing:
+        raise ImportError(f"the plugin packages {', '.join(missing)} of {Path(repo).resolve()} are not installed; install them to render the table")
+    loaders = registered_loaders(pm)
+    builtin = {loader.name for loader in registered_loaders(get_plugin_manager(load_entry_points=False)).values()}
+    return sorted(loaders.values(), key=lambda loader: (loader.name != DEFAULT_LOADER, loader.name not in builtin, loader.name))
 
 
 def _yes(value: bool) -> str:
@@ -80,20 +91,21 @@ def replace_table(text: str, table: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorakit.loader_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lorakit.loaders.table", description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="README", type=Path, help="replace the table between the markers in README")
     group.add_argument("--check", metavar="README", type=Path, help="exit 1 when README's table is out of date")
     args = parser.parse_args(argv)
-    table = render_markdown(documented_loaders())
+    readme = args.write or args.check
+    table = render_markdown(documented_loaders(readme.resolve().parent if readme else Path(".")))
     if args.write:
-        from lorakit.atomic import atomic_write_text
+        from lorakit.store.atomic import atomic_write_text
 
         atomic_write_text(args.write, replace_table(args.write.read_text(encoding="utf-8"), table))
         print(f"updated the loader table in {args.write}", file=sys.stderr)
     elif args.check:
         if current_table(args.check.read_text(encoding="utf-8")) != table:
-            print(f"{args.check}: the loader table is out of date; run python -m lorakit.loader_table --write {args.check}", file=sys.stderr)
+            print(f"{args.check}: the loader table is out of date; run python -m lorakit.loaders.table --write {args.check}", file=sys.stderr)
             return 1
     else:
         sys.stdout.write(table)

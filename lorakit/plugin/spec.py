@@ -1,4 +1,4 @@
-"""The lorakit plugin API.
+"""The hook specifications: the contract between lorakit and its plugins.
 
 Every hook is named after what it registers. Hooks that register things receive a ``register``
 callback owned by the host, so plugins never touch the host's registries directly. Implementations
@@ -31,7 +31,7 @@ def register_commands(cli):
 def register_loaders(register):
     """Register loader backends.
 
-    :param register: call ``register(loader)`` with an instance of :class:`lorakit.loader_api.Loader`
+    :param register: call ``register(loader)`` with an instance of :class:`lorakit.api.Loader`
         for every backend the plugin provides. The loader's ``capabilities`` record is what
         ``lorakit loaders`` shows and what ``apply``/``generate``/``train``/``merge`` plan around.
 
@@ -44,7 +44,7 @@ def register_formatters(register):
     """Register dataset formatters used by ``lorakit train`` and ``lorakit eval``.
 
     :param register: call ``register(formatter)`` with an object that has a ``name`` (what
-        ``--format NAME`` selects) and the formatter interface of :mod:`lorakit.training.formatters`.
+        ``--format NAME`` selects) and the :class:`lorakit.api.Formatter` interface.
 
     .. versionadded:: 0.1.0
     """
@@ -56,7 +56,7 @@ def resolve_loader(model_path, options):
 
     :param model_path: :class:`pathlib.Path` of the resolved model folder (its ``config.json`` and
         weight files can be inspected without loading them).
-    :param options: the :class:`lorakit.loader_api.LoadOptions` the user asked for.
+    :param options: the :class:`lorakit.api.LoadOptions` the user asked for.
     :return: a registered loader name, or ``None`` to let another plugin decide. The built-in
         Transformers loader answers last (``trylast``) for any Hugging Face folder.
 
@@ -65,15 +65,21 @@ def resolve_loader(model_path, options):
 
 
 @hookspec
-def prepare_model(model, loader_name, config):
+def prepare_model(model, loader_name, model_path, options, purpose, config):
     """Adjust a freshly loaded base model before any LoRA is attached; runs for every plugin.
 
-    This is where a monkey patch belongs (for example replacing quantized linear layers).
+    Every backend's session fires it after each (re)load of the base, through
+    :meth:`lorakit.api.Session.reload_base`. This is where a monkey patch belongs (for example
+    replacing quantized linear layers).
 
     :param model: the loaded model object (a ``torch.nn.Module`` for PyTorch-based loaders).
     :param loader_name: the name of the loader that produced it.
-    :param config: a dict with ``model_path``, ``options`` (the LoadOptions) and ``purpose``
-        (``"inference"`` or ``"train"``).
+    :param model_path: :class:`pathlib.Path` of the model folder it was loaded from.
+    :param options: the :class:`lorakit.api.LoadOptions` it was loaded with.
+    :param purpose: ``"inference"``, ``"train"`` or ``"merge-verify"`` (same as ``options.purpose``).
+    :param config: deprecated since 0.2.0 (use the arguments above): a dict with ``model_path``,
+        ``options`` and ``purpose``.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 explicit ``model_path``, ``options`` and ``purpose`` arguments.
     """

@@ -12,10 +12,10 @@ import json
 import time
 from pathlib import Path
 
-from lorakit import home
-from lorakit.atomic import atomic_folder, file_lock
-from lorakit.console import info
 from lorakit.errors import ModelNotFound
+from lorakit.output.console import info
+from lorakit.store import home
+from lorakit.store.atomic import atomic_folder, file_lock
 
 SOURCE_FILE = "lorakit_source.json"
 

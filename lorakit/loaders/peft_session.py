@@ -1,54 +1,24 @@
-"""The built-in Transformers loader: fp32/bf16/fp16, bitsandbytes 8-bit/4-bit, LoRAs through PEFT.
+"""A session whose base is a transformers model and whose LoRAs go through PEFT, subclassable.
 
 Several LoRAs can be active at once; a LoRA's weight w scales its update, so the model computes
 W + sum_i w_i * (alpha_i / r_i) * B_i A_i (PEFT's ``set_scale``), the same as PEFT's
 ``add_weighted_adapter(..., combination_type="cat")``. Removal deletes the adapter's layers without
-touching the base weights.
+touching the base weights. For inference, plain LoRAs on ordinary linear layers are folded into the
+weights instead (:mod:`lorakit.loaders.folding`), so generation runs at the base's speed.
+
+A backend whose model is a ``transformers`` causal LM (any quantized layers that look like
+``nn.Linear`` to PEFT included) subclasses :class:`PeftSession` and overrides only
+:meth:`PeftSession.load_base`; the default loads a plain Hugging Face folder with
+:func:`lorakit.loaders.pretrained.load_pretrained`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
-import lorakit
-from lorakit.capabilities import Capabilities
-from lorakit.loader_api import AttachedLora, Loader, LoadOptions, Session
-
-NAME = "transformers"
-
-
-class TransformersLoader(Loader):
-    name = NAME
-    description = "Hugging Face Transformers + PEFT (16/32-bit, bitsandbytes 8-bit/4-bit)"
-    capabilities = Capabilities(
-        max_loras=None,
-        per_lora_weights=True,
-        removal="fast",
-        merge=True,
-        train=True,
-        precisions=("fp32", "bf16", "fp16"),
-        quantizations=("8bit", "4bit"),
-        devices=("cpu", "cuda", "mps"),
-        notes="bitsandbytes 8-bit/4-bit needs the bitsandbytes package",
-    )
-    requires = ("torch", "transformers", "peft")
-
-    def check_options(self, options: LoadOptions) -> None:
-        super().check_options(options)
-        if options.quantization():
-            import importlib.util
-
-            from lorakit.errors import CapabilityError
-
-            if importlib.util.find_spec("bitsandbytes") is None:
-                raise CapabilityError("--load-in-8bit/--load-in-4bit need bitsandbytes", "pip install bitsandbytes")
-
-    def load(self, model_path: Path, options: LoadOptions) -> "TransformersSession":
-        session = TransformersSession(self, model_path, options)
-        session._reload_base()
-        return session
+from lorakit.loaders.session import AttachedLora, Session
+from lorakit.store.adapters import read_adapter
 
 
 def _internal_name(index: int, name: str) -> str:
@@ -56,74 +26,38 @@ def _internal_name(index: int, name: str) -> str:
     return f"lk{index}_" + re.sub(r"[^0-9A-Za-z_]", "_", name)[:40]
 
 
-def load_base_model(model_path: Path, options: LoadOptions):
-    """Load tokenizer and model as the options say; shared with training and evaluation."""
-    from lorakit.quiet import quiet_libraries
-
-    quiet_libraries()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lorakit.devices import pick_device, torch_dtype
-
-    device = pick_device(options.cpu)
-    dtype = torch_dtype(options.dtype, device)
-    kwargs = {"dtype": dtype, "trust_remote_code": options.trust_remote_code}
-    quant = options.quantization()
-    if quant:
-        from transformers import BitsAndBytesConfig
-
-        if quant == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        else:
-            compute = torch.bfloat16 if dtype == torch.float32 and device == "cpu" else dtype
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
-        # Under torchrun each rank has already selected its own GPU (training/distributed.py).
-        kwargs["device_map"] = {"": device if device != "cuda" else torch.cuda.current_device()}
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=options.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    if not quant:
-        model.to(device)
-    if quant == "4bit":
-        disable_cpu_4bit_repack(model)
-    model.eval()
-    return model, tokenizer, device
-
-
-def disable_cpu_4bit_repack(model) -> int:
-    """Work around the bitsandbytes CPU 4-bit bug measured in GUIDE.md.
-
-    After any no-grad forward, bitsandbytes repacks 4-bit weights for an avx512-bf16 kernel and from
-    then on no LoRA parameter upstream gets a gradient (loss stays flat). Turning that path off
-    keeps training correct at a small speed cost. Returns how many layers were changed.
-    """
-    changed = 0
-    for module in model.modules():
-        if type(module).__name__ == "Linear4bit" and hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-            changed += 1
-    return changed
-
-
-class TransformersSession(Session):
+class PeftSession(Session):
     def __init__(self, loader, model_path, options):
         super().__init__(loader, model_path, options)
         self.base = None
         self.peft = None
-        self._device = "cpu"
         self._internal: dict[str, str] = {}
         self._counter = 0
         self.merged = None
 
+    def load_base(self):
+        from lorakit.loaders.pretrained import load_pretrained
+
+        return load_pretrained(self.model_path, self.options)
+
+    def release_base(self) -> None:
+        self.base = self.peft = self.merged = None
+        self._internal.clear()
+        super().release_base()
+
+    def reload_base(self) -> None:
+        super().reload_base()
+        self.base = self.model
+
     def _merged(self):
-        from lorakit.merged_loras import MergedLoras
+        from lorakit.loaders.folding import MergedLoras
 
         if self.merged is None or self.merged.model is not self.base:
             self.merged = MergedLoras(self.base)
         return self.merged
 
     def _use_merged(self, adapter) -> bool:
-        """Fold plain LoRAs into the weights for inference (see lorakit.merged_loras); PEFT otherwise."""
+        """Fold plain LoRAs into the weights for inference (see lorakit.loaders.folding); PEFT otherwise."""
         if self.peft is not None or self.options.purpose not in ("inference", "merge-verify") or self.options.quantization():
             return False
         if os.environ.get("LORAKIT_PEFT_INFERENCE"):
@@ -133,29 +67,13 @@ class TransformersSession(Session):
     def _is_merged(self, name: str) -> bool:
         return self.merged is not None and name in self.merged.adapters
 
-    def _reload_base(self) -> None:
-        from lorakit.cli import plugin_manager
-
-        self.base = self.peft = None
-        self._internal.clear()
-        self.base, self.tokenizer, self._device = load_base_model(self.model_path, self.options)
-        plugin_manager().hook.prepare_model(
-            model=self.base, loader_name=self.loader.name, config={"model_path": self.model_path, "options": self.options, "purpose": self.options.purpose}
-        )
-        self.model = self.base
-
-    def device(self) -> str:
-        return self._device
-
     def _lora_layers(self):
         from peft.tuners.lora import LoraLayer
 
         return [module for module in self.peft.modules() if isinstance(module, LoraLayer)]
 
     def _attach(self, lora: AttachedLora) -> None:
-        from lorakit.adapters import read_adapter
-
-        adapter = read_adapter(lora.path, allow_pickle=self.options.allow_pickle)
+        adapter = lora.adapter or read_adapter(lora.path, allow_pickle=self.options.allow_pickle)
         if self._use_merged(adapter):
             self._merged().add(lora.name, lora.path, adapter, lora.weight)
             return
@@ -232,13 +150,3 @@ class TransformersSession(Session):
                 input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pad_token_id=pad, streamer=streamer, **kwargs
             )
         return output[0, input_ids.shape[1]:]
-
-
-@lorakit.hookimpl
-def register_loaders(register):
-    register(TransformersLoader())
-
-
-@lorakit.hookimpl(trylast=True)
-def resolve_loader(model_path, options):
-    return NAME

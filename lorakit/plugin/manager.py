@@ -1,7 +1,7 @@
-"""Build the plugin manager: specs, blocked plugins, entry points, built-ins, ``check_pending``.
+"""Build a plugin manager: specs, blocked plugins, entry points, built-ins, ``check_pending``.
 
-Nothing happens at import time; ``get_plugin_manager()`` builds a fresh manager on demand (the CLI
-caches one per process). A third-party plugin that fails to import or register is reported once on
+Nothing happens at import time; ``get_plugin_manager()`` builds a fresh manager on demand
+(:mod:`lorakit.plugin.host` keeps the one the process uses). A third-party plugin that fails to import or register is reported once on
 stderr and skipped, so one broken package never takes the CLI down.
 
 Environment switches:
@@ -16,19 +16,21 @@ import importlib
 import importlib.metadata
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
-from lorakit import hookspecs
+from lorakit.plugin import spec
 
 PROJECT = "lorakit"
 
-BUILTIN_PLUGINS = (
-    "lorakit.plugins.transformers_loader",
-    "lorakit.plugins.autogptq_loader",
-    "lorakit.plugins.formatters",
-)
+# Plugin name -> module. The host names its built-ins only here, as strings: no library module
+# imports a backend (import-linter checks it), and the names are what LORAKIT_DISABLE_PLUGINS takes.
+BUILTIN_PLUGINS = {
+    "transformers_loader": "lorakit.builtin_plugins.transformers_loader",
+    "autogptq_loader": "lorakit.builtin_plugins.autogptq_loader",
+    "formatters": "lorakit.builtin_plugins.formatters",
+}
 
 _reported: set[tuple[str, str]] = set()
 
@@ -58,9 +60,10 @@ def _plugin_entry_points():
     return importlib.metadata.entry_points(group=PROJECT)
 
 
-def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+def get_plugin_manager(load_entry_points: bool = True, only: list[str] | None = None) -> pluggy.PluginManager:
+    """A fresh manager; ``only`` limits the entry-point plugins loaded (as ``LORAKIT_LOAD_PLUGINS`` does)."""
     pm = pluggy.PluginManager(PROJECT)
-    pm.add_hookspecs(hookspecs)
+    pm.add_hookspecs(spec)
     dists: dict[str, tuple[str, str]] = {}
     pm.lorakit_dists = dists  # plugin name -> (distribution, version), for `lorakit plugins`
 
@@ -68,7 +71,7 @@ def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
         pm.set_blocked(name)
 
     if load_entry_points:
-        wanted = _env_list("LORAKIT_LOAD_PLUGINS")
+        wanted = only if only is not None else _env_list("LORAKIT_LOAD_PLUGINS")
         for ep in _plugin_entry_points():
             if wanted is not None and ep.name not in wanted:
                 continue
@@ -82,12 +85,10 @@ def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
             except Exception as error:  # a broken third-party plugin must not break the CLI
                 report_plugin_failure(ep.name, "load", error)
 
-    for module_name in BUILTIN_PLUGINS:
-        short = module_name.rsplit(".", 1)[-1]
-        if pm.is_blocked(short):
+    for name, module_name in BUILTIN_PLUGINS.items():
+        if pm.is_blocked(name):
             continue
-        module = importlib.import_module(module_name)
-        pm.register(module, name=short)
+        pm.register(importlib.import_module(module_name), name=name)
 
     try:
         pm.check_pending()
@@ -116,17 +117,13 @@ def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[A
         try:
             result = impl.function(**args)
         except Exception as error:
-            if impl.plugin_name in _builtin_names():
+            if impl.plugin_name in BUILTIN_PLUGINS:
                 raise
             report_plugin_failure(impl.plugin_name, f"run {hook_name}", error)
             continue
         if result is not None:
             results.append(result)
     return results
-
-
-def _builtin_names() -> set[str]:
-    return {name.rsplit(".", 1)[-1] for name in BUILTIN_PLUGINS}
 
 
 def plugin_records(pm: pluggy.PluginManager, include_builtin: bool = False) -> list[dict]:
@@ -136,7 +133,7 @@ def plugin_records(pm: pluggy.PluginManager, include_builtin: bool = False) -> l
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         if plugin is None:
             continue
-        builtin = name in _builtin_names()
+        builtin = name in BUILTIN_PLUGINS
         if builtin and not include_builtin:
             continue
         package, version = dists.get(name, ("lorakit", _own_version()))
@@ -157,6 +154,3 @@ def _own_version() -> str:
     from lorakit import __version__
 
     return __version__
-
-
-RegisterCallback = Callable[[Any], None]
