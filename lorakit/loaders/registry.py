@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from lorakit.errors import CapabilityError, PluginError, UsageError
-from lorakit.loaders.capabilities import Capabilities
+from lorakit.loaders.hints import backends_that
 from lorakit.loaders.options import LoadOptions
 from lorakit.loaders.session import Loader
 from lorakit.plugin.host import chosen_loader_name, registered_loaders
@@ -17,14 +16,6 @@ DEFAULT_LOADER = "transformers"
 def all_loaders(pm=None) -> dict[str, Loader]:
     """Every registered loader backend by name."""
     return registered_loaders(pm)
-
-
-def backends_that(test: Callable[[Capabilities], bool], what: str, pm=None) -> str:
-    """A hint naming the installed, available backends whose capabilities pass ``test``."""
-    able = [loader.name for loader in all_loaders(pm).values() if test(loader.capabilities) and loader.availability().ok]
-    if able:
-        return f"loaders that can {what}: {', '.join(able)} (choose one with --loader)"
-    return f"no installed loader can {what}"
 
 
 def choose_loader(model_path: Path, options: LoadOptions, requested: str | None = None, pm=None) -> Loader:

@@ -64,10 +64,9 @@ class Loader:
         """Refuse precision/quantization/device combinations the backend does not support."""
         quant = options.quantization()
         if quant and quant not in self.capabilities.quantizations:
-            raise CapabilityError(
-                f"loader '{self.name}' cannot load in {quant}",
-                "use --loader transformers for bitsandbytes 8-bit/4-bit",
-            )
+            from lorakit.loaders.hints import backends_that
+
+            raise CapabilityError(f"loader '{self.name}' cannot load in {quant}", backends_that(lambda c: quant in c.quantizations, f"load in {quant}"))
         if options.dtype not in ("auto", *self.capabilities.precisions):
             raise CapabilityError(
                 f"loader '{self.name}' does not support --dtype {options.dtype}",
@@ -175,7 +174,7 @@ class Session:
             raise UsageError(f"a LoRA named '{name}' is already attached", "remove it first or use another name")
         caps = self.capabilities
         if not caps.accepts(len(self.loras) + 1):
-            from lorakit.loaders.registry import backends_that
+            from lorakit.loaders.hints import backends_that
 
             raise CapabilityError(
                 f"loader '{self.loader.name}' takes {caps.lora_limit_text()} LoRA at a time and "

@@ -94,13 +94,23 @@ def _logits(model, encoded, device) -> list:
 
 
 def reference_logits(model_path: Path, loras: list[tuple[Path, float]], device: str, trust_remote_code: bool = False, allow_pickle: bool = False):
-    """Logits of base + LoRAs attached at runtime through lorakit's Transformers session; also the probe ids."""
+    """Logits of base + LoRAs attached at runtime through the loader that would run this base; also the probe ids.
+
+    That loader must be one that can merge (its capability record says so): it holds the base's own
+    weights, so its logits are what the merged model must reproduce.
+    """
+    from lorakit.errors import CapabilityError
     from lorakit.inference.planning import open_session
+    from lorakit.loaders.hints import backends_that
     from lorakit.loaders.options import LoadOptions
+    from lorakit.loaders.registry import choose_loader
 
     options = LoadOptions(dtype="fp32", cpu=device == "cpu", trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, purpose="merge-verify")
+    loader = choose_loader(model_path, options)
+    if not loader.capabilities.merge:
+        raise CapabilityError(f"loader '{loader.name}' cannot hold a base to verify a merge against", backends_that(lambda c: c.merge, "merge"))
     texts = [f"{path}:{weight!r}" for path, weight in loras]
-    session, _ = open_session(str(model_path), texts, loader_name="transformers", options=options, quiet=True)
+    session, _ = open_session(str(model_path), texts, loader_name=loader.name, options=options, quiet=True)
     try:
         encoded = _probe_ids(session.tokenizer)
         logits = [session.forward_logits(ids).float().cpu() for ids in encoded]
