@@ -133,6 +133,16 @@ def _write(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+def _quiet(heavy: bool) -> None:
+    """A benchmark process runs library code directly (the reference side never goes through the CLI),
+    so it sets up lorakit's filter of known third-party warnings and banners itself, before any import.
+    ``heavy`` also silences transformers' bars and GPTQModel's banner (that imports transformers'
+    logging, which the CLI start-up benchmark must not pay for)."""
+    from lorakit.output.quiet import quiet_libraries, quiet_logs
+
+    quiet_libraries() if heavy else quiet_logs()
+
+
 def cmd_list(_args) -> int:
     for name in BENCHMARKS:
         print(f"{name:10} {describe(name)[0]}")
@@ -171,9 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         return cmd_list(args)
     if args.command == "_one":
+        _quiet(heavy=args.name != "cli")
         Path(args.out).write_text(json.dumps(_run_one_in_process(args.name, args.quick)))
         return 0
     from benchmarks.harness import call_and_report
+
+    _quiet(heavy=not args.target.startswith("benchmarks.cli_bench"))
 
     call_and_report(args.target, args.args_json, args.out)
     return 0

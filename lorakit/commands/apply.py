@@ -57,5 +57,17 @@ def apply(model, loras, interactive, no_probe, as_json, loader_name, **kwargs):
 
         InteractiveSession(session).run()
     elif not as_json:
-        attached = ", ".join(f"{lora.name}:{lora.weight:g}" for lora in session.loras) or "no LoRA"
-        info(f"Ready: {plan.model_path.name} with {attached} on the '{plan.loader.name}' loader.")
+        info(summary(plan, session, probed=bool(effects)))
+        info("Nothing stays loaded once apply exits: add -i for a session, or pass the same --lora to generate, eval or merge.")
+
+
+def summary(plan, session, probed: bool) -> str:
+    """What a plain ``apply`` checked (it is a check: the loaded model goes away when it returns)."""
+    loras = session.loras
+    if not loras:
+        return f"Checked: {plan.model_path.name} loads with the '{plan.loader.name}' loader (no LoRA given)."
+    names = ", ".join(f"{lora.name}:{lora.weight:g}" for lora in loras)
+    them = "it" if len(loras) == 1 else "them"
+    probe_text = f", and measured what {'it changes' if len(loras) == 1 else 'each changes'}" if probed else ""
+    return (f"Checked: {names} {'fits' if len(loras) == 1 else 'fit'} {plan.model_path.name}, the '{plan.loader.name}' "
+            f"loader attached {them}{probe_text}.")

@@ -59,7 +59,7 @@ def eval_command(model, loras, dataset, text_field, fmt, score_after, add_eos, c
     """
     from lorakit.errors import UsageError
     from lorakit.evaluation import records, report
-    from lorakit.output.console import err_console
+    from lorakit.output.console import err_console, out_console
 
     options = build_load_options(kwargs)
     if history:
@@ -69,7 +69,7 @@ def eval_command(model, loras, dataset, text_field, fmt, score_after, add_eos, c
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         elif rows:
-            report.print_history(rows, err_console(), records.log_path())
+            report.print_history(rows, out_console(), records.log_path())
         else:
             err_console().print(f"No evaluations logged yet (the log will be {records.log_path()}).", markup=False)
         return
@@ -89,4 +89,4 @@ def eval_command(model, loras, dataset, text_field, fmt, score_after, add_eos, c
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        report.print_table(rows, err_console())
+        report.print_table(rows, out_console())  # results are data: stdout (progress stays on stderr)

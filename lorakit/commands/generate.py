@@ -49,7 +49,7 @@ def generate(model, loras, prompt, input_text, system, input_file, template, com
         raise UsageError("--compare needs at least one --lora to compare against the base")
     if prompt == "-":
         prompt = sys.stdin.read()
-    items = read_prompts(input_file) if input_file else [{"prompt": prompt, "input": input_text, "system": system}]
+    items = read_prompts(input_file, settings) if input_file else [{"prompt": prompt, "input": input_text, "system": system}]
     job = GenerateJob(
         model=model, loras=loras, loader_name=loader_name, options=options, settings=settings, template=template,
         compare=compare, as_json=as_json or bool(input_file), stream=not (as_json or input_file),

@@ -14,7 +14,7 @@ METHOD_CHOICES = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "t
 
 def apply_weights(texts: list[str], weights: str | None):
     """``--lora NAME[:WEIGHT]`` specs, with ``--weights w1,w2,...`` (one per LoRA) applied in order."""
-    from lorakit.store.lora_spec import LoraSpec, parse_loras
+    from lorakit.store.lora_spec import LoraSpec, parse_loras, parse_weight
 
     specs = parse_loras(texts)
     if weights is None:
@@ -23,6 +23,7 @@ def apply_weights(texts: list[str], weights: str | None):
         values = [float(item) for item in weights.split(",") if item.strip()]
     except ValueError as error:
         raise UsageError(f"--weights '{weights}' is not a comma-separated list of numbers", "e.g. --weights 0.7,0.3") from error
+    values = [parse_weight(item.strip(), f"--weights '{weights}'") for item in weights.split(",") if item.strip()]
     if len(values) != len(specs):
         raise UsageError(f"--weights has {len(values)} value(s) for {len(specs)} LoRA(s)", "give one weight per LoRA, in the same order")
     inline = [spec.text for spec in specs if spec.weight != 1.0 or spec.text != spec.name]

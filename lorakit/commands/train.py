@@ -39,7 +39,7 @@ OPTIONS = [
     _opt("--overlap-len", type=int, default=D.overlap_len, help="Raw text: tokens shared by consecutive windows."),
     _opt("--newline-favor-len", type=int, default=D.newline_favor_len, help="Raw text: move window edges to a newline within this many characters."),
     _opt("--hard-cut-string", default=D.hard_cut_string, help="Raw text: blocks are split here; no window crosses it."),
-    _opt("--min-chars", type=int, default=D.min_chars, help="Raw text: drop blocks shorter than this."),
+    _opt("--min-chars", type=int, default=D.min_chars, help="Raw text: drop blocks whose stripped text is at most this many characters (text-generation-webui's rule)."),
     _opt("--add-eos/--no-add-eos", default=D.add_eos, help="Train an end-of-sequence token at the end of each example / hard cut."),
     _opt("--train-only-after", default=D.train_only_after, help="Mask everything up to and including this text (e.g. '### Response:')."),
     _opt("--stop-at-loss", type=float, default=D.stop_at_loss, help="Stop once the step loss falls below this (0 = never)."),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lorakit.errors import UsageError
-from lorakit.store.lora_spec import parse_lora, resolve_lora_path
+from lorakit.store.lora_spec import parse_lora, refuse_repeats, resolve_lora_path
 
 BASE = "base"
 
@@ -87,8 +87,8 @@ def build_configs(lora_texts, compare: str | None) -> tuple[list[EvalConfig], li
         spec = parse_lora(text)
         ref = refs.add(spec.name, spec.weight)
         given.append((ref, spec.weight))
+    _check_unique(given, "--lora")
     if not compare:
-        _check_unique(given, "--lora")
         return [EvalConfig(given)], refs.items
     configs: list[EvalConfig] = []
     for item in compare.split(","):
@@ -118,10 +118,7 @@ def _term(refs: _Refs, text: str, item: str) -> tuple[LoraRef, float]:
 
 
 def _check_unique(terms, where: str) -> None:
-    keys = [ref.key for ref, _ in terms]
-    for ref, _ in terms:
-        if keys.count(ref.key) > 1:
-            raise UsageError(f"{where} names the LoRA '{ref.typed}' twice", f"give it once with the weight you want, e.g. {ref.typed}:2")
+    refuse_repeats([(ref.typed, ref.path) for ref, _ in terms], where)
 
 
 class Switcher:

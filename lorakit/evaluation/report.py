@@ -1,4 +1,4 @@
-"""The comparison table (stderr), the ``--json`` rows (stdout) and ``--history``."""
+"""The comparison table and ``--history`` (stdout, like the ``--json`` rows: results are data)."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def precision_text(options: LoadOptions) -> tuple[str, str]:
 
 class Run:
     def __init__(self, request: EvalRequest):
-        from lorakit.loaders.registry import check_lora_plan, choose_loader
+        from lorakit.loaders.registry import check_loader_name, check_lora_plan, choose_loader
         from lorakit.store.models import resolve_model
 
         self.request = request
@@ -89,15 +89,28 @@ class Run:
             check_window_settings(request.max_length, request.stride)
         self.dataset = resolve_dataset(request.dataset, request.text_field, request.fmt, request.add_eos, request.score_after)
         self.configs, self.refs = build_configs(request.loras, request.compare)
+        check_loader_name(request.loader_name)  # before a GGUF MODEL is converted
         self.model_path = resolve_model(request.model)
         self.loader = choose_loader(self.model_path, request.options, request.loader_name)
         for config in self.configs:  # a LoRA set or weight the backend cannot do fails before any load
             check_lora_plan(self.loader, [weight for _, weight in config.terms])
+        self.planned = self._preflight()
         self.max_length, self.stride = window_settings(request.max_length, request.stride, model_context(self.model_path))
         self.device, self.dtype = precision_text(request.options)
         self.dataset_hash = self.dataset.fingerprint()
         self.model_hash = records.model_fingerprint(self.model_path)
         self.adapter_hashes = {ref.key: records.adapter_hash(ref.path) for ref in self.refs}
+
+    def _preflight(self) -> dict:
+        """Every adapter read and checked against the base (the pre-flight generate and apply use),
+        before the cache is asked or the dataset tokenized: ``{ref key: planned LoRA}``."""
+        from lorakit.inference.planning import check_planned_lora, plan_paths
+
+        options = self.request.options
+        planned = plan_paths([ref.path for ref in self.refs], options)
+        for lora in planned:
+            check_planned_lora(self.loader, lora, self.model_path, options)
+        return {ref.key: lora for ref, lora in zip(self.refs, planned)}
 
     # ---- identity, cache ---------------------------------------------------------------------
     def key(self, config: EvalConfig) -> str:
@@ -182,20 +195,13 @@ class Run:
         return AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.request.options.trust_remote_code)
 
     def _open(self, configs: list[EvalConfig]):
-        from lorakit.inference.planning import (
-            Plan,
-            check_plan,
-            open_planned,
-            plan_paths,
-        )
+        from lorakit.inference.planning import Plan, open_planned
 
         options = self.request.options
         used = [ref for ref in self.refs if any(ref is term_ref for config in configs for term_ref, _ in config.terms)]
-        plan = Plan(self.model_path, self.loader, plan_paths([ref.path for ref in used], options))
+        plan = Plan(self.model_path, self.loader, [self.planned[ref.key] for ref in used])  # checked in _preflight
         all_at_once = self.loader.capabilities.accepts(len(used))
-        if all_at_once:
-            check_plan(plan, options)
-        else:
+        if not all_at_once:
             info(f"loader '{self.loader.name}' holds {self.loader.capabilities.lora_limit_text()} LoRA at a time: attaching them per configuration")
         session = open_planned(plan, options, attach=all_at_once)
         for ref, lora in zip(used, plan.loras):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -19,17 +21,23 @@ class SamplingSettings:
     seed: int | None = None
     greedy: bool = False
 
-    def validate(self) -> None:
+    def validate(self, source: str | None = None) -> None:
+        """Refuse impossible values; ``source`` (e.g. ``prompts.jsonl line 2``) names a JSONL line's keys
+        instead of the flags, so a bad value is reported where the user wrote it."""
+        def name(key: str) -> str:
+            return f'{source}: "{key}"' if source else "--" + key.replace("_", "-")
+
+        check_types(self.to_dict(), source)
         if self.max_new_tokens < 1:
-            raise UsageError("--max-new-tokens must be at least 1")
-        if not self.greedy and self.temperature <= 0:
-            raise UsageError("--temperature must be above 0", "use --greedy for deterministic output")
+            raise UsageError(f"{name('max_new_tokens')} must be at least 1 (got {self.max_new_tokens})")
+        if not self.greedy and not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise UsageError(f"{name('temperature')} must be a number above 0 (got {self.temperature:g})", "use --greedy for deterministic output")
         if not 0 < self.top_p <= 1:
-            raise UsageError("--top-p must be in (0, 1]")
+            raise UsageError(f"{name('top_p')} must be in (0, 1] (got {self.top_p:g})")
         if self.top_k < 0:
-            raise UsageError("--top-k must be 0 (off) or more")
-        if self.repetition_penalty <= 0:
-            raise UsageError("--repetition-penalty must be above 0")
+            raise UsageError(f"{name('top_k')} must be 0 (off) or more (got {self.top_k})")
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
+            raise UsageError(f"{name('repetition_penalty')} must be a number above 0 (got {self.repetition_penalty:g})")
 
     def generate_kwargs(self) -> dict:
         kwargs = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
@@ -41,6 +49,27 @@ class SamplingSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_KINDS = {"max_new_tokens": "integer", "top_k": "integer", "seed": "integer", "temperature": "number", "top_p": "number",
+          "repetition_penalty": "number", "greedy": "boolean"}
+
+
+def check_types(values: dict, source: str | None = None) -> None:
+    """Each sampling value has its field's JSON type (``seed`` may also be null); checked before any use."""
+    for key, value in values.items():
+        kind = _KINDS.get(key)
+        if kind is None or (key == "seed" and value is None):
+            continue
+        if kind == "boolean":
+            good = isinstance(value, bool)
+        elif kind == "integer":
+            good = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            good = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not good:
+            where = f'{source}: "{key}"' if source else "--" + key.replace("_", "-")
+            raise UsageError(f"{where} must be {'an' if kind == 'integer' else 'a'} {kind}, not {json.dumps(value)}")
 
 
 @dataclass

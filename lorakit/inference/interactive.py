@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, UsageError
 
 HELP = """commands:
   add PATH[:WEIGHT]     attach a LoRA
@@ -68,6 +69,9 @@ class InteractiveSession:
             self.say("usage: add PATH[:WEIGHT]")
             return
         (planned,) = plan_loras([text], self.session.options)
+        same = next((lora for lora in self.session.loras if Path(lora.path).resolve() == planned.path.resolve()), None)
+        if same is not None:  # the rule of --lora X --lora X, in every command
+            raise UsageError(f"'{planned.spec.name}' is already attached as {same.name}", f"change its weight with: weight {same.name} W")
         check_planned_lora(self.session.loader, planned, self.session.model_path, self.session.options)
         name = planned.name if planned.name not in self.session.names() else f"{planned.name}-{len(self.session.loras) + 1}"
         report = self.session.add_lora(name, planned.path, planned.spec.weight, adapter=planned.adapter)
@@ -81,11 +85,12 @@ class InteractiveSession:
         self.say(f"removed {name} in {report.seconds * 1000:.0f} ms ({report.detail})")
 
     def do_weight(self, name: str = "", value: str = "", *args) -> None:
-        try:
-            weight = float(value)
-        except ValueError:
+        from lorakit.store.lora_spec import parse_weight
+
+        if not name or not value:
             self.say("usage: weight NAME W  (W a number, e.g. 0.5)")
             return
+        weight = parse_weight(value, "weight")
         report = self.session.set_weight(name, weight)
         self.say(f"{name} weight {weight:g} ({report.seconds * 1000:.0f} ms)")
 

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.loaders.options import LoadOptions
-from lorakit.loaders.registry import check_lora_plan, choose_loader
+from lorakit.loaders.registry import check_loader_name, check_lora_plan, choose_loader
 from lorakit.loaders.session import Loader, Session
 from lorakit.output.console import info, warn
+from lorakit.store.adapter_checks import check_finite
 from lorakit.store.adapters import AdapterInfo, read_adapter
 from lorakit.store.lora_spec import (
     LoraSpec,
     display_name,
     parse_loras,
+    refuse_repeats,
     resolve_lora_path,
 )
 from lorakit.store.models import resolve_model
@@ -55,7 +57,9 @@ def _planned(spec: LoraSpec, path: Path, options: LoadOptions, used: set[str]) -
 def plan_loras(lora_texts, options: LoadOptions, taken=()) -> list[PlannedLora]:
     """``--lora NAME[:WEIGHT]`` texts -> adapters found and read (names unique, also against ``taken``)."""
     used = set(taken)
-    return [_planned(spec, resolve_lora_path(spec.name), options, used) for spec in parse_loras(lora_texts)]
+    found = [(spec, resolve_lora_path(spec.name)) for spec in parse_loras(lora_texts)]
+    refuse_repeats([(spec.name, path) for spec, path in found])
+    return [_planned(spec, path, options, used) for spec, path in found]
 
 
 def plan_paths(paths, options: LoadOptions) -> list[PlannedLora]:
@@ -72,14 +76,16 @@ def check_plan(plan: Plan, options: LoadOptions) -> None:
 
 
 def check_planned_lora(loader: Loader, lora: PlannedLora, model_path: Path, options: LoadOptions) -> None:
-    """The backend's own refusals, then the adapter against the base (sizes, names, signature)."""
+    """The backend's own refusals, the adapter against the base (sizes, names, signature), then its values."""
     loader.check_adapter(lora.adapter)
     for message in check_adapter_fits(lora.adapter, model_path, options.trust_remote_code):
         warn(message)
+    check_finite(lora.adapter)
 
 
 def make_plan(model: str | None, lora_texts, loader_name: str | None, options: LoadOptions) -> Plan:
     loras = plan_loras(lora_texts, options)  # cheap checks on the adapters come first
+    check_loader_name(loader_name)  # before a GGUF MODEL is converted
     model_path = resolve_model(model)
     plan = Plan(model_path, choose_loader(model_path, options, loader_name), loras)
     check_plan(plan, options)

@@ -30,32 +30,42 @@ class GenerateJob:
     stream: bool
 
 
-def read_prompts(source: str) -> list[dict]:
+def read_prompts(source: str, base: SamplingSettings | None = None) -> list[dict]:
     """JSONL prompts: an object with ``prompt`` (or ``instruction``), optional ``input``/``system`` and
-    per-line sampling overrides, or a bare JSON string. Errors name the line."""
-    from lorakit.store.rows import parse_rows
+    per-line sampling overrides, or a bare JSON string. Every line is checked (types and values, on top
+    of ``base``) before anything runs, and an error names its line."""
+    from lorakit.store.rows import parse_rows, read_text
 
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"--input-file '{source}' does not exist") from None
+    if source == "-":
+        text = sys.stdin.read()
+    elif not Path(source).is_file():
+        raise UsageError(f"--input-file '{source}' does not exist")
+    else:
+        text = read_text(Path(source), f"--input-file '{source}'")
     items = []
     for label, data in parse_rows(text, source, lines=True, error=UsageError):
         if isinstance(data, str):
             data = {"prompt": data}
         if not isinstance(data, dict) or not isinstance(data.get("prompt", data.get("instruction")), str):
             raise UsageError(f"{source} {label} has no \"prompt\" string", "write {\"prompt\": \"...\"} per line")
+        for key in ("input", "system"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise UsageError(f'{source} {label}: "{key}" must be a string, not {json.dumps(data[key])}')
         data.setdefault("prompt", data.get("instruction"))
+        _settings_for(data, base or SamplingSettings(), f"{source} {label}")
         items.append(data)
     if not items:
         raise UsageError(f"--input-file '{source}' has no prompts")
     return items
 
 
-def _settings_for(item: dict, base: SamplingSettings) -> SamplingSettings:
+def _settings_for(item: dict, base: SamplingSettings, source: str | None = None) -> SamplingSettings:
+    from lorakit.inference.generation import check_types
+
     overrides = {key: item[key] for key in _PER_LINE_SETTINGS if key in item}
+    check_types(overrides, source)
     settings = replace(base, **overrides)
-    settings.validate()
+    settings.validate(source if overrides else None)
     return settings
 
 

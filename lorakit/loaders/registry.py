@@ -18,16 +18,34 @@ def all_loaders(pm=None) -> dict[str, Loader]:
     return registered_loaders(pm)
 
 
+def check_loader_name(requested: str | None, pm=None) -> None:
+    """Refuse a ``--loader`` name that no plugin registers (cheap: call it before any other work)."""
+    if requested and requested not in all_loaders(pm):
+        _refuse_unknown(requested, all_loaders(pm), explicit=True)
+
+
+def _refuse_unknown(name: str, loaders: dict, explicit: bool) -> None:
+    from lorakit.plugin.manager import missing_loader_reason
+
+    installed = "installed loaders: " + (", ".join(loaders) or "none")
+    reason = missing_loader_reason(name)
+    if reason:
+        raise (UsageError if explicit else PluginError)(reason, installed)
+    if explicit:
+        raise UsageError(f"unknown loader '{name}'", installed)
+    raise PluginError(f"a plugin chose loader '{name}', which is not registered", "see `lorakit loaders`")
+
+
 def choose_loader(model_path: Path, options: LoadOptions, requested: str | None = None, pm=None) -> Loader:
     loaders = all_loaders(pm)
     if requested:
         if requested not in loaders:
-            raise UsageError(f"unknown loader '{requested}'", "installed loaders: " + ", ".join(loaders))
+            _refuse_unknown(requested, loaders, explicit=True)
         loader = loaders[requested]
     else:
         name = chosen_loader_name(Path(model_path), options, pm) or DEFAULT_LOADER
         if name not in loaders:
-            raise PluginError(f"a plugin chose loader '{name}', which is not registered", "see `lorakit loaders`")
+            _refuse_unknown(name, loaders, explicit=False)
         loader = loaders[name]
     available = loader.availability()
     if not available.ok:

@@ -112,14 +112,11 @@ class PickleSource(MemorySource):
     """``pytorch_model*.bin`` loaded with ``weights_only=True`` and ``mmap=True`` (never arbitrary code)."""
 
     def __init__(self, files: list[Path]):
-        import torch
+        from lorakit.store.pickles import load_pickle
 
         tensors = {}
         for file in files:
-            try:
-                tensors.update(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
-            except Exception as error:
-                raise LorakitError(f"cannot read {file} safely: {error}", "convert the model to safetensors") from error
+            tensors.update(load_pickle(file, f"model {file.parent.name}", mmap=True))
         super().__init__(tensors, max(file.stat().st_size for file in files))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.errors import AdapterError
+from lorakit.store.adapter_checks import check_finite, pattern_value
 from lorakit.store.adapters import AdapterInfo
 
 _PREFIX = "base_model.model."
@@ -65,14 +66,6 @@ class LoadedLora:
         return any(module.magnitude is not None for module in self.modules.values())
 
 
-def pattern_value(patterns: dict, module: str, default):
-    """PEFT's ``get_pattern_key``: a pattern matches when it is a dotted suffix (regex) of the module name."""
-    for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
-
-
 def module_scaling(config: dict, module: str, rank: int) -> float:
     alpha = float(pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", rank)))
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
@@ -92,9 +85,9 @@ def _refuse_unsupported(info: AdapterInfo) -> None:
 
 def load_state(info: AdapterInfo) -> dict:
     if info.is_pickle:
-        import torch
+        from lorakit.store.pickles import load_pickle
 
-        return torch.load(info.weights_file, map_location="cpu", weights_only=True)
+        return load_pickle(info.weights_file, f"adapter '{info.path.name}'")
     from safetensors.torch import load_file
 
     return load_file(str(info.weights_file))
@@ -105,7 +98,9 @@ def load_lora(info: AdapterInfo, name: str, weight: float = 1.0) -> LoadedLora:
     config, label = info.config, f"adapter '{info.path.name}'"
     parts: dict[str, dict[str, object]] = {}
     loaded = LoadedLora(name, info.path, weight, info)
-    for key, tensor in load_state(info).items():
+    state = load_state(info)
+    check_finite(info, state)  # the pre-flight's rule: refused before anything is merged
+    for key, tensor in state.items():
         key = key.removeprefix(_PREFIX)
         match = _LORA_KEY.match(key)
         if match:

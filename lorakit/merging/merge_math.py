@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from lorakit.errors import LorakitError
 from lorakit.merging.plan import OutTensor, Update
+from lorakit.store.adapter_checks import all_finite
 
 _BLOCK_ELEMENTS = 1 << 22  # 4M fp32 values (16 MB) per block
 
@@ -42,14 +43,6 @@ def _apply_dora(weight, original, update: Update, device):
     return factor * (weight + delta)
 
 
-def _all_finite(weight) -> bool:
-    """Whether every value is finite. The sum is NaN or Inf when any value is (one pass, nothing allocated);
-    a finite tensor whose sum overflows is settled by the exact element-wise check."""
-    if bool(weight.sum().isfinite()):
-        return True
-    return bool(weight.isfinite().all())
-
-
 def merge_tensor(tensor: OutTensor, base, device: str = "cpu", owned: bool = False):
     """The merged tensor in fp32 on ``device``; raises when the result holds NaN or Inf.
 
@@ -73,7 +66,7 @@ def merge_tensor(tensor: OutTensor, base, device: str = "cpu", owned: bool = Fal
         elif update.kind == "bias":
             record = update.module
             weight.add_(record.bias.to(device=device, dtype=weight.dtype) * (update.lora.weight * record.scaling))
-    if tensor.updates and not _all_finite(weight):
+    if tensor.updates and not all_finite(weight):
         raise LorakitError(
             f"merging produced NaN or Inf in {tensor.name}; nothing was written",
             "check the adapters' weights (a diverged training run?) and the merge weights",

@@ -36,8 +36,14 @@ def check_output(target: Path, force: bool, folder: bool = True) -> Path:
 
 
 def refuse_overwriting_inputs(output: Path, inputs: list[Path]) -> None:
-    """--force replaces an output, never a model or adapter the command reads."""
-    target = Path(output).resolve()
+    """--force replaces an output, never a model or adapter the command reads; and an output never
+    goes inside an input folder (a merged model inside its base's folder would be read as part of it)."""
+    target = Path(output).expanduser().resolve()
     for path in inputs:
-        if Path(path).resolve() == target:
+        source = Path(path).resolve()
+        if source == target:
             raise LorakitError(f"--output '{output}' is one of this command's inputs", "write the result somewhere else")
+        if source.is_dir() and source in target.parents:
+            raise LorakitError(f"--output '{output}' is inside the input folder '{path}'", "write the result outside the model and adapter folders")
+        if target in source.parents:
+            raise LorakitError(f"--output '{output}' holds the input '{path}', which --force would delete", "write the result somewhere else")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lorakit.merging.combine import CombineOptions, combine, provenance
 from lorakit.merging.outputs import check_output, refuse_overwriting_inputs
-from lorakit.merging.run_merge import load_loras
+from lorakit.merging.run_merge import load_loras, lora_paths
 from lorakit.output.console import info
 from lorakit.store import home
 from lorakit.store.adapters import (
@@ -62,8 +62,8 @@ def run_combine(specs: list[LoraSpec], output_text: str, options: CombineOptions
 
     started = time.perf_counter()
     output = check_output(combined_output_path(output_text), force)
-    loras = load_loras(specs, None, allow_pickle)
-    refuse_overwriting_inputs(output, [lora.path for lora in loras])
+    refuse_overwriting_inputs(output, lora_paths(specs, "--adapters-only"))  # before any tensor is read
+    loras = load_loras(specs, None, allow_pickle, where="--adapters-only")
     method = "linear" if len(loras) == 1 else options.method
     info(f"Combining {len(loras)} adapter(s) with --method {method}...")
     state, config = combine(loras, options)

@@ -19,7 +19,7 @@ from lorakit.merging.quantized import quantization_config, refuse
 from lorakit.output.console import info, warn
 from lorakit.store.adapters import read_adapter
 from lorakit.store.atomic import atomic_folder
-from lorakit.store.lora_spec import LoraSpec, display_name, resolve_lora_path
+from lorakit.store.lora_spec import LoraSpec, display_name, refuse_repeats, resolve_lora_path
 
 DTYPE_NAMES = {"auto": None, "fp32": "F32", "bf16": "BF16", "fp16": "F16"}
 MERGE_RECORD = "lorakit_merge.json"
@@ -58,15 +58,22 @@ def peak_rss_mb() -> float:
     return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
 
 
-def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: bool, trust_remote_code: bool = False) -> list[LoadedLora]:
+def lora_paths(specs: list[LoraSpec], where: str = "--lora") -> list[Path]:
+    """Every adapter folder found (cheap), the same folder twice refused as every command refuses it."""
+    paths = [resolve_lora_path(spec.name) for spec in specs]
+    refuse_repeats([(spec.name, path) for spec, path in zip(specs, paths)], where)
+    return paths
+
+
+def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: bool, trust_remote_code: bool = False,
+               where: str = "--lora") -> list[LoadedLora]:
     """Resolve, check against the base (when given) and load every LoRA; names made unique."""
     from lorakit.merging.checkpoint import safetensors_shapes
     from lorakit.store.preflight import check_adapter_fits
 
     tensor_shapes = safetensors_shapes(model_path) if model_path is not None else None
     loaded, used = [], set()
-    for spec in specs:
-        path = resolve_lora_path(spec.name)
+    for spec, path in zip(specs, lora_paths(specs, where)):
         adapter = read_adapter(path, allow_pickle=allow_pickle)
         if model_path is not None:
             for message in check_adapter_fits(adapter, model_path, trust_remote_code, tensor_shapes):
@@ -101,8 +108,8 @@ def run_merge(request: MergeRequest) -> dict:
         from lorakit.merging.meta_export import check_llama
 
         check_llama(config, label)
+    refuse_overwriting_inputs(output, [model_path] + lora_paths(request.loras))  # before any tensor is read
     loras = load_loras(request.loras, model_path, request.allow_pickle, request.trust_remote_code)
-    refuse_overwriting_inputs(output, [model_path] + [lora.path for lora in loras])
     report = {"model": str(model_path), "output": str(output), "format": request.fmt,
               "loras": [{"name": lora.name, "path": str(lora.path), "weight": lora.weight} for lora in loras]}
     if request.fmt == "gguf-lora":

@@ -13,6 +13,14 @@ def err_console():
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+@functools.lru_cache(maxsize=1)
+def out_console():
+    """A rich console on stdout, for results that are data (tables a user may redirect to a file)."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
 def info(message: str) -> None:
     err_console().print(message, markup=False)
 

@@ -12,12 +12,19 @@ import os
 import sys
 import warnings
 
+# Loggers whose WARNING/INFO lines are library chatter; their errors still show. Among what they say:
+# torchao "Failed to load .../_C_mxfp8...so" (prebuilt kernels for another torch), bitsandbytes
+# "Failed to load CPU gemm_4bit_forward from kernels-community" (a hub download lorakit never wants),
+# torch's _pytree "Enum subclass ... register_constant()".
 _NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "transformers", "peft", "accelerate", "bitsandbytes", "gptqmodel", "optimum")
+# Known warnings (category, message regex), each filtered on its own: anything new still shows.
 _KNOWN_WARNINGS = (
-    r".*is_gradient_checkpointing.*",
-    r".*gemv_4bit.*",
-    r".*kernels-community.*",
-    r".*Enum subclass.*",
+    (FutureWarning, r".*is_gradient_checkpointing.*"),  # transformers 5 renaming, raised inside PEFT/Trainer code
+    (UserWarning, r".*gemv_4bit.*"),  # bitsandbytes CPU 4-bit kernel note (the repack is handled by the loader)
+    (Warning, r".*kernels-community.*"),  # bitsandbytes optional hub kernels
+    (Warning, r".*Enum subclass.*"),  # torch._pytree deprecation raised by torchao at import
+    (UserWarning, r"The given NumPy array is not writable"),  # torch.from_numpy on gguf's read-only map (copied right away)
+    (UserWarning, r".*Failed to load .*_C_.*"),  # torchao's compiled extensions, when raised as a warning
 )
 
 
@@ -30,8 +37,8 @@ def quiet_logs() -> None:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(os.cpu_count() or 1, 2)))
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    for pattern in _KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+    for category, pattern in _KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, category=category)
 
 
 def quiet_libraries() -> None:

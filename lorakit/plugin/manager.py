@@ -101,6 +101,43 @@ def get_plugin_manager(load_entry_points: bool = True, only: list[str] | None = 
     return pm
 
 
+def _builtin_loader_names(module_name: str) -> list[str]:
+    """The loaders a built-in plugin registers (its module imports only lorakit.api: cheap)."""
+    found: list[str] = []
+    hook = getattr(importlib.import_module(module_name), "register_loaders", None)
+    if callable(hook):
+        hook(register=lambda loader: found.append(getattr(loader, "name", "")))
+    return found
+
+
+def missing_loader_reason(loader_name: str) -> str | None:
+    """Why the loader ``loader_name`` is not registered, when an environment switch is the cause.
+
+    A blocked built-in is asked which loaders it registers; a third-party plugin that was blocked
+    or left out is never imported (that is what the switch is for), so it is matched by name.
+    """
+    blocked = _env_list("LORAKIT_DISABLE_PLUGINS") or []
+    for plugin in blocked:
+        module = BUILTIN_PLUGINS.get(plugin)
+        provides = loader_name in _builtin_loader_names(module) if module else _same_family(plugin, loader_name)
+        if provides:
+            kind = "built-in plugin" if module else "plugin"
+            return (f"the '{loader_name}' loader is disabled: LORAKIT_DISABLE_PLUGINS={os.environ['LORAKIT_DISABLE_PLUGINS']} "
+                    f"blocks the {kind} '{plugin}' that provides it")
+    wanted = _env_list("LORAKIT_LOAD_PLUGINS")
+    if wanted is not None:
+        for ep in _plugin_entry_points():
+            if ep.name not in wanted and _same_family(ep.name, loader_name):
+                return (f"the '{loader_name}' loader is not loaded: LORAKIT_LOAD_PLUGINS={os.environ['LORAKIT_LOAD_PLUGINS']} "
+                        f"leaves out the plugin '{ep.name}' that provides it")
+    return None
+
+
+def _same_family(plugin_name: str, loader_name: str) -> bool:
+    plugin, loader = plugin_name.lower().replace("-", "_"), loader_name.lower().replace("-", "_")
+    return plugin == loader or plugin.startswith(loader) or loader.startswith(plugin)
+
+
 def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[Any]:
     """Call every implementation of a hook on its own, isolating failures plugin by plugin.
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.errors import AdapterError
+from lorakit.store.adapter_checks import check_ranks
 from lorakit.store.safetensors_header import read_header
 
 CONFIG_FILE = "adapter_config.json"
@@ -99,12 +100,9 @@ def read_adapter(path: Path, allow_pickle: bool = False) -> AdapterInfo:
                 f"'{path}' has only a pickle weight file ({PICKLE_FILE}), which can run code when loaded",
                 "convert it to safetensors, or pass --allow-pickle to load it with torch.load(weights_only=True)",
             )
-        import torch
+        from lorakit.store.pickles import load_pickle
 
-        try:
-            state = torch.load(pickle_path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise AdapterError(f"cannot read {pickle_path} safely: {error}") from error
+        state = load_pickle(pickle_path, f"adapter '{path.name}'")
         shapes = {name: list(tensor.shape) for name, tensor in state.items()}
         weights_file, is_pickle = pickle_path, True
     else:
@@ -117,6 +115,7 @@ def read_adapter(path: Path, allow_pickle: bool = False) -> AdapterInfo:
         raise AdapterError(f"adapter '{path}' has empty tensors ({empty[0]} has shape {shapes[empty[0]]})")
 
     info = AdapterInfo(path, config, weights_file, is_pickle, shapes)
+    check_ranks(info)
     signature = path / BASE_SIGNATURE_FILE
     if signature.is_file():
         info.base_signature = _read_json(signature, "base signature")

@@ -37,6 +37,24 @@ def atomic_folder(target: Path, replace: bool = False) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def removed_on_failure(path: Path) -> Iterator[None]:
+    """Create ``path``'s missing parent folders lazily as usual, but remove the ones this run created
+    (if still empty) when the block fails: a failed command leaves no empty folder behind."""
+    missing = []
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        yield
+    except BaseException:
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -88,12 +106,33 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock, so parallel processes convert or write a folder only once."""
+    """An exclusive advisory lock, so parallel processes convert or write a folder only once.
+
+    The lock file is removed when the holder is done, success or failure, so nothing is left beside
+    the folder. A process that was waiting may then hold a lock on the removed file while a newcomer
+    creates a new one; so after ``flock`` returns, the lock counts only if the path still names the
+    file that was locked (else it is taken again on the new file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    while True:
+        handle = open(path, "a+")
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and current.st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()  # the holder before us removed the file: lock the one that is there now
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 from lorakit.errors import ModelNotFound
 from lorakit.output.console import info
 from lorakit.store import home
-from lorakit.store.atomic import atomic_folder, file_lock
+from lorakit.store.atomic import atomic_folder, file_lock, removed_on_failure
 
 SOURCE_FILE = "lorakit_source.json"
 
@@ -46,7 +46,8 @@ def converted_folder(gguf: Path, target: Path) -> Path:
     fingerprint = _fingerprint(gguf)
     if _is_current(target, fingerprint):
         return target
-    with file_lock(target.with_name(f".{target.name}.lock")):
+    check_magic(gguf)
+    with removed_on_failure(target), file_lock(target.with_name(f".{target.name}.lock")):
         if _is_current(target, fingerprint):  # another process finished it while we waited
             return target
         info(f"Converting {gguf.name} into a Hugging Face folder at {target} (once; about 15-30 s)...")
@@ -58,6 +59,17 @@ def converted_folder(gguf: Path, target: Path) -> Path:
     return target
 
 
+def check_magic(gguf: Path) -> None:
+    """A file that is not a GGUF at all is named in one line, before the conversion starts."""
+    try:
+        with open(gguf, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise ModelNotFound(f"cannot read the GGUF file {gguf}: {error.strerror or error}") from None
+    if magic != b"GGUF":
+        raise ModelNotFound(f"'{gguf}' is not a GGUF file (it does not start with the GGUF magic bytes)", "pass a complete .gguf file or a model folder")
+
+
 def convert(gguf: Path, output: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,7 +78,8 @@ def convert(gguf: Path, output: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except Exception as error:
-        raise ModelNotFound(f"cannot read the GGUF file {gguf}: {error}", "is the `gguf` package installed and the file complete?") from error
+        text = " ".join(str(error).split())[:200] or type(error).__name__
+        raise ModelNotFound(f"cannot convert the GGUF file {gguf.name}: {text}", "is the `gguf` package installed and the file complete?") from error
     # The GGUF path marks the model as quantized, which blocks save_pretrained and training.
     model.hf_quantizer = None
     model.is_quantized = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +30,40 @@ def parse_lora(text: str) -> LoraSpec:
     if sep and _WEIGHT.match(tail):
         if not head:
             raise UsageError(f"--lora '{text}' has a weight but no name")
-        return LoraSpec(text, head, float(tail))
+        return LoraSpec(text, head, parse_weight(tail, f"--lora '{text}'"))
     if sep and tail and not Path(text).exists() and "/" not in tail and "\\" not in tail:
         raise UsageError(f"--lora '{text}': '{tail}' is not a number", "write NAME or NAME:WEIGHT, e.g. mylora:0.5")
     return LoraSpec(text, text, 1.0)
 
 
+def parse_weight(text, where: str) -> float:
+    """A LoRA weight: any finite number (``1e999`` parses to inf and is refused like ``inf``)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: '{text}' is not a number", "write NAME or NAME:WEIGHT, e.g. mylora:0.5") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{where}: the weight '{text}' is not a finite number", "use a weight such as 0.5, 1 or 2")
+    return value
+
+
 def parse_loras(texts) -> list[LoraSpec]:
     return [parse_lora(text) for text in texts or ()]
+
+
+def refuse_repeats(named, where: str = "--lora") -> None:
+    """One rule for every command: the same adapter folder named twice is refused, not attached twice.
+
+    ``named``: ``(name as typed, without its weight; resolved folder)`` pairs. Two different folders that share a
+    name are fine (the second is shown as ``NAME-2``); one folder twice is almost always a typo, and
+    if meant, it is one LoRA at the summed weight.
+    """
+    seen: set[str] = set()
+    for name, path in named:
+        key = str(Path(path).resolve())
+        if key in seen:
+            raise UsageError(f"{where} names the LoRA '{name}' twice", f"give it once with the weight you want, e.g. {name}:2")
+        seen.add(key)
 
 
 def resolve_lora_path(name: str) -> Path:

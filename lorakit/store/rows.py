@@ -15,9 +15,10 @@ LINE_SUFFIXES = (".jsonl", ".ndjson")
 
 
 def read_text(path: Path, what: str) -> str:
-    """A UTF-8 text file; a file in another encoding is one clear line."""
+    """A UTF-8 text file (a leading byte-order mark is dropped, as editors on Windows write one and
+    text-generation-webui reads it); a file in another encoding is one clear line."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise LorakitError(f"{what} is not UTF-8 text (bad byte at offset {error.start})", "convert it to UTF-8") from None
 

@@ -165,6 +165,18 @@ def prompt_format_record(spec: DataSpec, formatter=None) -> dict:
     return record
 
 
+def check_data(spec: DataSpec) -> None:
+    """What can be refused about the data without a tokenizer: the settings, the files, the format
+    of the first row. ``train`` calls it before loading anything."""
+    from lorakit.training.raw_text import raw_text_files
+
+    _validate(spec)
+    if spec.raw_text:
+        raw_text_files(spec.raw_text)
+    else:
+        _formatter_for(spec, read_rows(spec.dataset))
+
+
 def load_examples(tokenizer, spec: DataSpec) -> tuple[list[Example], DataStats]:
     _validate(spec)
     eos_id = getattr(tokenizer, "eos_token_id", None)

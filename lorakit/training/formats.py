@@ -77,7 +77,7 @@ class FormatFileFormatter:
     def from_path(cls, path: Path, name: str | None = None) -> FormatFileFormatter:
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))  # webui reads format files with utf-8-sig too
         except json.JSONDecodeError as error:
             raise LorakitError(f"format file {path} is not valid JSON (line {error.lineno}: {error.msg})") from None
         except OSError as error:

@@ -56,12 +56,22 @@ def run(request: RunRequest) -> dict | None:
     from lorakit.training.dataset import load_examples
     from lorakit.training.distributed import device_for, init_distributed, shutdown
 
+    from lorakit.loaders.registry import check_loader_name
+    from lorakit.training.dataset import check_data
+
     params = request.params
+    # Everything that can be refused without loading comes first: loader name, data files and
+    # format, then the model folder, the target modules and the loader's training capabilities.
+    check_loader_name(None if params.loader in ("", "auto") else params.loader)
+    check_data(data_spec(params))
+    if params.eval_dataset:
+        check_data(data_spec(params, params.eval_dataset))
     model_path = resolve_model(params.model)
     if not request.dry_run:
-        from lorakit.training.model_setup import check_target_modules
+        from lorakit.training.model_setup import check_target_modules, train_loader
 
         check_target_modules(params, model_path)
+        train_loader(params, model_path, request.cpu, pick_device(request.cpu))
     tokenizer = load_tokenizer(model_path)
     spec = data_spec(params)
     examples, stats = load_examples(tokenizer, spec)
@@ -110,7 +120,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
     peft_model = attach_lora(session.model, params)
     params_json = params.to_json(version=__version__, model_path=str(model_path))
 
-    aside = _prepare_output(output, request.mode) if ctx.is_main else None
+    aside, created = _prepare_output(output, request.mode) if ctx.is_main else (None, None)
     try:
         barrier(ctx)
         trainer = Trainer(params, peft_model, examples, eval_examples, device, precision, ctx, output, params_json)
@@ -129,12 +139,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
                     f"whole run ({trainer.plan.total_steps} steps), so the learning rate never reaches {params.learning_rate:g}; "
                     "lower --warmup-steps for a small dataset"
                 )
-            info(
-                f"{trainer.plan.total_steps} optimizer steps of {trainer.plan.examples_per_step} examples "
-                f"(micro batch {params.micro_batch_size} x {trainer.plan.accumulation} accumulation x {ctx.world_size} "
-                f"process{'es' if ctx.world_size > 1 else ''}), {precision.name} on {device}, LoRA rank {params.rank} "
-                f"on {','.join(params.target_modules)}."
-            )
+            info(step_summary(trainer.plan, params, ctx.world_size, precision.name, device))
         trainer.metrics = MetricsSink(params.report_to, output, ctx.is_main)
         try:
             result = trainer.run(start_step, log)
@@ -143,6 +148,8 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
     except BaseException:
         if aside is not None:
             _restore_aside(output, aside)
+        elif created is not None and ckpt.newest_checkpoint(output) is None:
+            shutil.rmtree(created, ignore_errors=True)  # a fresh run that failed leaves no folder behind
         raise
 
     summary = {
@@ -171,6 +178,21 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
             f"continue with: lorakit train --name {params.name} --resume" if params.name else "continue with --resume",
         )
     return summary
+
+
+def step_summary(plan, params: TrainParams, world_size: int, precision: str, device) -> str:
+    """What one optimizer step really trains on: a batch larger than the dataset takes all of it."""
+    steps = plan.total_steps
+    per_step = min(plan.examples_per_step, plan.num_examples)
+    head = f"{steps} optimizer step{'s' if steps != 1 else ''} of {per_step} example{'s' if per_step != 1 else ''}"
+    if plan.examples_per_step > plan.num_examples:
+        head += (f" (every example: the batch of {plan.examples_per_step} = micro batch {params.micro_batch_size} x "
+                 f"{plan.accumulation} accumulation x {world_size} process{'es' if world_size > 1 else ''} "
+                 f"is larger than the {plan.num_examples} examples)")
+    else:
+        head += (f" (micro batch {params.micro_batch_size} x {plan.accumulation} accumulation x {world_size} "
+                 f"process{'es' if world_size > 1 else ''})")
+    return f"{head}, {precision} on {device}, LoRA rank {params.rank} on {','.join(params.target_modules)}."
 
 
 def _has_lora_content(folder: Path) -> bool:
@@ -209,14 +231,23 @@ def check_output(output: Path, resume: bool, overwrite: bool) -> str:
     return "fresh"
 
 
-def _prepare_output(output: Path, mode: str) -> Path | None:
-    """Create the folder; with --overwrite move the old one aside (deleted only after success)."""
+def _prepare_output(output: Path, mode: str) -> tuple[Path | None, Path | None]:
+    """Create the folder; with --overwrite move the old one aside (deleted only after success).
+
+    Returns ``(aside, created)``: ``created`` is the outermost folder this run made (the output or a
+    missing parent of it), removed again if the run fails before its first checkpoint.
+    """
     aside = None
     if mode == "overwrite" and output.exists():
         aside = output.with_name(f".{output.name}.replaced-{os.getpid()}")
         os.replace(output, aside)
+    created = None
+    if aside is None and not output.exists():
+        created = output
+        while not created.parent.exists():
+            created = created.parent
     output.mkdir(parents=True, exist_ok=True)
-    return aside
+    return aside, created
 
 
 def _restore_aside(output: Path, aside: Path) -> None:

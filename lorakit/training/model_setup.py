@@ -50,8 +50,11 @@ def resolve_precision(requested: str, device: str) -> Precision:
     return Precision(name, dtype, name)
 
 
-def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str):
-    """A Session from the chosen loader, refusing loaders that cannot train; ``device`` is the job's."""
+def train_loader(params: TrainParams, model_path: Path, cpu: bool, device: str):
+    """``(loader, options, precision)``: the chosen loader, refused if it cannot train or load this way.
+
+    Loads nothing, so ``train`` calls it before the dataset is tokenized.
+    """
     from lorakit.loaders.options import LoadOptions
     from lorakit.loaders.registry import backends_that, choose_loader
 
@@ -63,6 +66,12 @@ def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str):
     loader = choose_loader(model_path, options, requested=None if params.loader in ("", "auto") else params.loader)
     if not loader.capabilities.train:
         raise CapabilityError(f"loader '{loader.name}' cannot train LoRAs", backends_that(lambda c: c.train, "train"))
+    return loader, options, precision
+
+
+def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str):
+    """A Session from the chosen loader, refusing loaders that cannot train; ``device`` is the job's."""
+    loader, options, precision = train_loader(params, model_path, cpu, device)
     return loader.load(model_path, options), precision
 
 

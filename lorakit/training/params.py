@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ REPORT_TO = ("none", "tensorboard")
 INIT_METHODS = ("default", "gaussian", "pissa", "olora", "orthogonal", "false")
 ALL_LINEAR = "all-linear"
 PARAMS_FILE = "training_parameters.json"
+MAX_EPOCHS = 1_000_000  # far beyond any real run; above it the step count is not even a number
 
 # Keys of text-generation-webui's training_parameters.json, so its saved files load here too.
 WEBUI_ALIASES = {
@@ -162,7 +164,7 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UsageError(f"config file '{path}' not found")
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as error:
@@ -195,6 +197,10 @@ def params_from_lora(lora: str | Path) -> dict:
 def validate(params: TrainParams, resuming: bool = False) -> None:
     """One clear line for each bad value, before anything is loaded or written."""
     p = params
+    for key, spec in FIELD_TYPES.items():  # every float parameter, new ones included: inf and nan are never meant
+        value = getattr(p, key)
+        if isinstance(spec.default, float) and isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{key.replace('_', '-')} must be a finite number (got {value})")
     if p.scheduler not in SCHEDULERS:
         raise UsageError(f"unknown scheduler '{p.scheduler}'", "choose one of: " + ", ".join(SCHEDULERS))
     if p.optimizer not in OPTIMIZERS:
@@ -213,8 +219,8 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
         raise UsageError(f"--dropout must be in [0, 1) (got {p.dropout:g})")
     if not p.learning_rate > 0:
         raise UsageError(f"--learning-rate must be positive (got {p.learning_rate:g})")
-    if not p.epochs > 0:
-        raise UsageError(f"--epochs must be positive (got {p.epochs:g})")
+    if not 0 < p.epochs <= MAX_EPOCHS:
+        raise UsageError(f"--epochs must be positive and at most {MAX_EPOCHS:,} (got {p.epochs:g})")
     if p.micro_batch_size < 1:
         raise UsageError(f"--micro-batch-size must be at least 1 (got {p.micro_batch_size})")
     if p.batch_size < p.micro_batch_size:

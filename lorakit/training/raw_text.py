@@ -3,7 +3,7 @@
 1. Read a ``.txt`` file, or every ``.txt`` in a folder in natural sort order (``2.txt`` before
    ``10.txt``); a file boundary acts like a hard cut, so no chunk spans two files.
 2. Split on the hard-cut string (default three newlines); drop blocks whose stripped text is
-   empty or shorter than ``min_chars``. A chunk is a slice of one block, so no chunk can contain the
+   empty or at most ``min_chars`` characters long (text-generation-webui's rule: ``<= min_chars``). A chunk is a slice of one block, so no chunk can contain the
    hard-cut string (``str.split`` leaves no occurrence inside a piece).
 3. Tokenize each block once; with ``add_eos`` an EOS token closes the block (i.e. sits at each hard
    cut). Cut windows of ``cutoff_len`` tokens (BOS included where the tokenizer adds one), each next
@@ -65,7 +65,7 @@ def raw_text_files(path: Path) -> list[Path]:
 
 def read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise LorakitError(f"raw-text file {path} is not UTF-8 (byte {error.start})", "convert it to UTF-8") from None
     except OSError as error:
@@ -76,7 +76,7 @@ def read_text(path: Path) -> str:
 def split_blocks(text: str, hard_cut: str, min_chars: int) -> tuple[list[str], int]:
     """Blocks between hard cuts that are long enough to keep, and how many were dropped."""
     pieces = text.split(hard_cut) if hard_cut else [text]
-    kept = [piece for piece in pieces if piece.strip() and len(piece.strip()) >= min_chars]
+    kept = [piece for piece in pieces if piece.strip() and len(piece.strip()) > min_chars]  # webui: dropped when <= min chars
     dropped = sum(1 for piece in pieces if piece.strip()) - len(kept)
     return kept, dropped
 
@@ -170,7 +170,7 @@ def chunk_raw_text(
                 chunks.append(Chunk(list(prefix_ids) + ids, block[start:end], file.name, block_index, start, end))
     if not stats.blocks_kept:
         raise LorakitError(
-            f"raw text {path} has no block left to train on (all empty or shorter than --min-chars {min_chars})",
+            f"raw text {path} has no block left to train on (all empty or at most --min-chars {min_chars} characters)",
             "lower --min-chars or check --hard-cut-string",
         )
     if stats.tokens < size:

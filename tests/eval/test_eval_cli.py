@@ -82,9 +82,9 @@ def test_identical_request_comes_from_the_cache_and_the_log_keeps_every_result(r
     args = [str(tiny_model_dir), "--lora", str(tiny_adapter_dir), "--dataset", str(text_file), "--max-length", "32", "--compare", "base,tiny-lora"]
     code, out, err = run_cli("eval", *args, "--comment", "first run")
     assert code == 0, err
-    assert out == "" and "Loading" in err and "delta vs base" in err  # the table is on stderr
+    assert "Loading" in err and "delta vs base" in out and "delta vs base" not in err  # results on stdout, progress on stderr
     code, out, err = run_cli("eval", *args)
-    assert code == 0 and "Loading" not in err and "2 of 2 result(s) come from the cache" in err and "(cached)" in err
+    assert code == 0 and "Loading" not in err and "2 of 2 result(s) come from the cache" in err and "(cached)" in out
     rows, err = _json(run_cli, *args, "--compare", "base,tiny-lora,tiny-lora:0.5")
     assert [row["cached"] for row in rows] == [True, True, False] and "1 configuration(s)" in err
     rows_again, _ = _json(run_cli, *args, "--no-cache")
@@ -97,7 +97,7 @@ def test_identical_request_comes_from_the_cache_and_the_log_keeps_every_result(r
     assert first["model"] == str(tiny_model_dir) and first["dataset"] == str(text_file) and len(first["dataset_hash"]) == 16
     assert history[1]["loras"] == f"{tiny_adapter_dir}:1" and len(history[1]["adapter_hash"]) == 16
     code, out, err = run_cli("eval", "--history")
-    assert code == 0 and "Evaluations logged in" in err and "tiny-lora" in err  # a table on stderr
+    assert code == 0 and "Evaluations logged in" in out and "tiny-lora" in out  # a table on stdout
 
 
 def test_changed_adapter_content_is_not_served_from_the_cache(run_cli, tiny_model_dir, tiny_adapter_dir, text_file, tmp_path):

@@ -18,7 +18,7 @@ def test_trained_lora_lowers_the_perplexity_of_its_text(run_cli, tiny_model_dir,
     args = [str(tiny_model_dir), "--lora", str(adapter), "--dataset", str(text_file), "--max-length", "64", "--stride", "32"]
     code, out, err = run_cli("eval", *args, "--compare", "base,story-lora,story-lora:0.5")
     assert code == 0, err
-    table = {line.split("│")[1].strip(): line for line in err.splitlines() if line.startswith("│")}
+    table = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
     assert set(table) == {"base", "story-lora", "story-lora:0.5"}
     assert "(reference)" in table["base"] and "(-" in table["story-lora"]  # a negative delta, in percent
 

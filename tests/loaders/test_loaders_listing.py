@@ -38,13 +38,14 @@ def test_json_lists_all_four_backends_with_their_records(run_cli):
 
 @needs_plugins
 def test_table_shows_every_backend_and_why_exllama_cannot_run(run_cli):
-    code, stdout, stderr = run_cli("loaders", env={"COLUMNS": "250"})  # wide enough that rich truncates nothing
-    assert code == 0
-    shown = stdout + stderr
+    code, stdout, stderr = run_cli("loaders", env={"COLUMNS": "80"})
+    assert code == 0 and stderr == ""
+    assert all(len(line) < 80 for line in stdout.splitlines()), stdout  # designed for 80 columns, nothing cut
     for name in BACKENDS:
-        assert name in shown
+        rows = [line for line in stdout.splitlines() if line.startswith(name + "  ")]
+        assert len(rows) == 2, stdout  # a row in both tables, the name whole
     if not cuda_available():
-        assert "no: needs a CUDA GPU" in shown
+        assert "exllama cannot run here: needs a CUDA GPU" in stdout
 
 
 @needs_plugins
