@@ -127,7 +127,8 @@ def download_repo(ref: RepoRef, options: DownloadOptions, settings: HubSettings,
     selection = select_files(snapshot.files, options.include, options.exclude)
     if not selection.files:
         names = ", ".join(sorted(snapshot.paths())[:8]) or "no files"
-        raise LorakitError(f"nothing to download from {ref.display()}: no file matches the --include/--exclude patterns", f"the repository has: {names}")
+        patterns = " ".join([f"--include {p}" for p in options.include] + [f"--exclude {p}" for p in options.exclude])
+        raise LorakitError(f"nothing to download from {ref.display()}: no file matches {patterns or 'the patterns'}", f"the repository has: {names}")
     kind = "adapter" if is_adapter_repo(snapshot.files) else "model"
     target = Path(options.output).expanduser() if options.output else default_target(ref, kind)
     if target.exists() and not target.is_dir():

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorakit.errors import CapabilityError, UsageError
+from lorakit.errors import CapabilityError, LorakitError, UsageError
 from lorakit.training.params import ALL_LINEAR, TrainParams
 
 
@@ -72,7 +72,23 @@ def train_loader(params: TrainParams, model_path: Path, cpu: bool, device: str):
 def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str):
     """A Session from the chosen loader, refusing loaders that cannot train; ``device`` is the job's."""
     loader, options, precision = train_loader(params, model_path, cpu, device)
-    return loader.load(model_path, options), precision
+    session = loader.load(model_path, options)
+    refuse_nonfinite_weights(session.model)
+    return session, precision
+
+
+def refuse_nonfinite_weights(model) -> None:
+    """A base holding NaN or Inf makes the loss NaN at the first step, which reads like a learning-rate
+    problem; name the broken weight instead, before training starts (one pass over the weights, small
+    next to loading them; quantized integer weights are skipped)."""
+    from lorakit.store.adapter_checks import all_finite
+
+    for name, param in model.named_parameters():
+        if not all_finite(param.detach()):
+            raise LorakitError(
+                f"the base model's weight {name} holds NaN or Inf values, so training would produce a NaN loss from the first step",
+                "the model files are damaged: download or convert the model again",
+            )
 
 
 def check_target_modules(params: TrainParams, model_path: Path) -> None:

@@ -215,12 +215,6 @@ class Trainer:
                         result.checkpoint = last_checkpoint = self.save(done, log)
         except _NonFinite as error:
             where = f"the last good checkpoint is {last_checkpoint.name}" if last_checkpoint else "no checkpoint was saved"
-            broken = nonfinite_base_weight(self.model)
-            if broken is not None:  # not the learning rate's fault: the model itself is damaged
-                raise LorakitError(
-                    f"the base model's weight {broken} holds NaN or Inf values, so the loss is {error.value} from the first step; nothing was trained",
-                    "the model files are damaged: download or convert the model again",
-                ) from None
             raise LorakitError(
                 f"the loss became {error.value} at step {error.step}; training stopped and nothing of that step was kept ({where})",
                 "lower --learning-rate, use --precision fp32, or check the data",
@@ -266,17 +260,6 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, grad_norm, lr
-
-
-def nonfinite_base_weight(peft_model) -> str | None:
-    """The name of the first frozen (base) weight holding NaN or Inf, if any; asked only after a
-    non-finite loss, so a healthy run pays nothing for it."""
-    from lorakit.store.adapter_checks import all_finite
-
-    for name, param in peft_model.named_parameters():
-        if not param.requires_grad and not all_finite(param.detach()):
-            return name.removeprefix("base_model.model.")
-    return None
 
 
 class _NonFinite(Exception):

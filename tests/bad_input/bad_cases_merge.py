@@ -1,0 +1,43 @@
+"""merge: outputs (never inside or over an input), weights, formats and options, combining adapters."""
+
+from bad_input_table import case, folder, write
+
+M = ("merge", "{model}", "--lora", "{lora}")
+CASES = [
+    case("merge-no-lora", "merge", "{model}", "--output", "{tmp}/out", expect="nothing to merge", code=2),
+    case("merge-two-models", "merge", "{model}", "{model}", "--lora", "{lora}", "--output", "{tmp}/out", expect="merge takes one MODEL", code=2),
+    case("merge-no-output", *M, expect="Missing option '--output'", code=2),
+    case("merge-output-exists", *M, "--output", "{tmp}/out", expect="already exists", setup=folder("out", {"keep.txt": "mine"})),
+    case("merge-output-inside-base", *M, "--output", "{model}/merged", expect=("is inside the input folder",)),
+    case("merge-output-inside-adapter", *M, "--output", "{lora}/merged", expect="is inside the input folder"),
+    case("merge-output-is-the-base", *M, "--output", "{model}", "--force", expect="is one of this command's inputs"),
+    case("merge-output-holds-an-input", "merge", "{model}", "--lora", "{tmp}/parent/adapter", "--output", "{tmp}/parent", "--force",
+         expect="holds the input", setup=lambda ws: __import__("shutil").copytree(ws.lora, ws.tmp / "parent" / "adapter")),
+    case("merge-output-under-a-file", *M, "--output", "{tmp}/blocker/sub/out", expect="is a file, not a folder", setup=write("blocker", "x")),
+    case("merge-output-file-for-folder-format", *M, "--output", "{tmp}/out.txt", "--force", expect="is a file and this format writes a folder",
+         setup=write("out.txt", "x")),
+    case("merge-gguf-output-is-a-folder", *M, "--format", "gguf-lora", "--output", "{tmp}/out", "--force",
+         expect="is a folder and this format writes a file", setup=folder("out")),
+    case("merge-lora-twice", "merge", "{model}", "--lora", "{lora}", "--lora", "{lora}:0.5", "--output", "{tmp}/out", expect="names the LoRA", code=2),
+    case("merge-weights-count", *M, "--weights", "1,2", "--output", "{tmp}/out", expect="--weights has 2 value(s) for 1 LoRA(s)", code=2),
+    case("merge-weights-not-numbers", *M, "--weights", "a,b", "--output", "{tmp}/out", expect="is not a comma-separated list of numbers", code=2),
+    case("merge-weights-inf", *M, "--weights", "inf", "--output", "{tmp}/out", expect="not a finite number", code=2),
+    case("merge-weight-and-weights", "merge", "{model}", "--lora", "{lora}:0.5", "--weights", "0.5", "--output", "{tmp}/out",
+         expect="already has a :WEIGHT", code=2),
+    case("merge-lora-weight-1e999", "merge", "{model}", "--lora", "{lora}:1e999", "--output", "{tmp}/out", expect="not a finite number", code=2),
+    case("merge-method-without-adapters-only", *M, "--method", "ties", "--output", "{tmp}/out", expect="apply to --adapters-only", code=2),
+    case("merge-shard-size-bad", *M, "--max-shard-size", "5XB", "--output", "{tmp}/out", expect="5XB"),
+    case("merge-shard-size-for-state-dict", *M, "--format", "state_dict", "--max-shard-size", "1GB", "--output", "{tmp}/out",
+         expect="--max-shard-size applies to --format hf", code=2),
+    case("merge-format-unknown", *M, "--format", "onnx", "--output", "{tmp}/out", expect="'onnx' is not one of", code=2),
+    case("merge-dtype-unknown", *M, "--dtype", "int4", "--output", "{tmp}/out", expect="'int4' is not one of", code=2),
+    case("merge-model-missing", "merge", "{tmp}/nomodel", "--lora", "{lora}", "--output", "{tmp}/out", expect="not found"),
+    case("merge-adapters-only-nothing", "merge", "--adapters-only", "--output", "{tmp}/c", expect="needs adapters to combine", code=2),
+    case("merge-adapters-only-twice", "merge", "--adapters-only", "{lora}", "{lora}", "--output", "{tmp}/c", expect="twice", code=2),
+    case("merge-adapters-only-with-format", "merge", "--adapters-only", "{lora}", "{lora2}", "--format", "gguf-lora", "--output", "{tmp}/c",
+         expect="apply to merging into a model", code=2),
+    case("merge-adapters-only-output-is-input", "merge", "--adapters-only", "{lora}", "{lora2}", "--output", "{lora2}", "--force",
+         expect="is one of this command's inputs"),
+    case("merge-home-is-a-file", *M, "--output", "{tmp}/out", expect="is a file, not a folder",
+         env={"LORAKIT_HOME": "{tmp}/home-file"}, setup=write("home-file", "x")),
+]
