@@ -3,7 +3,8 @@
 1. Read a ``.txt`` file, or every ``.txt`` in a folder in natural sort order (``2.txt`` before
    ``10.txt``); a file boundary acts like a hard cut, so no chunk spans two files.
 2. Split on the hard-cut string (default three newlines); drop blocks whose stripped text is
-   empty or at most ``min_chars`` characters long (text-generation-webui's rule: ``<= min_chars``). A chunk is a slice of one block, so no chunk can contain the
+   empty or at most ``min_chars`` characters long (text-generation-webui's rule: ``<= min_chars``).
+   A chunk is a slice of one block, so no chunk can contain the
    hard-cut string (``str.split`` leaves no occurrence inside a piece).
 3. Tokenize each block once; with ``add_eos`` an EOS token closes the block (i.e. sits at each hard
    cut). Cut windows of ``cutoff_len`` tokens (BOS included where the tokenizer adds one), each next
