@@ -24,6 +24,10 @@ Dataset formatters
     :class:`RowError`, :class:`FormatFileFormatter` (text-generation-webui format files),
     :class:`ChatTemplateFormatter`, :func:`shipped_formatters`.
 
+Serving engines
+    :class:`ServeEngine` (what ``register_serve_engines`` expects) and :class:`ServeRequest` (what
+    ``lorakit serve`` hands the chosen engine).
+
 Errors and output
     :class:`LorakitError` and its subclasses (``message`` + ``hint``, shown as one line);
     :func:`quiet_libraries` and :func:`silenced_stdout` keep third-party chatter off the terminal.
@@ -45,6 +49,7 @@ from lorakit.loaders.peft_session import PeftSession
 from lorakit.loaders.pretrained import load_pretrained
 from lorakit.loaders.session import ActionReport, AttachedLora, Loader, Session
 from lorakit.output.quiet import quiet_libraries, silenced_stdout
+from lorakit.serving.engines import ServeEngine, ServeRequest
 from lorakit.store.adapters import AdapterInfo
 from lorakit.store.gptq_checkpoint import (
     GPTQSettings,
@@ -59,7 +64,7 @@ from lorakit.training.formatters import Formatter, Rendered, RowError
 __all__ = [
     "ActionReport", "AdapterError", "AdapterInfo", "AttachedLora", "Availability", "Capabilities", "CapabilityError",
     "ChatTemplateFormatter", "FormatFileFormatter", "Formatter", "GPTQSettings", "LoadOptions", "Loader",
-    "LorakitError", "ModelNotFound", "PeftSession", "PluginError", "Rendered", "RowError", "Session", "UsageError",
+    "LorakitError", "ModelNotFound", "PeftSession", "PluginError", "Rendered", "RowError", "ServeEngine", "ServeRequest", "Session", "UsageError",
     "hookimpl", "is_gptq_checkpoint", "load_pretrained", "pick_device", "quiet_libraries", "read_gptq_settings",
     "refuse_bitsandbytes", "shipped_formatters", "silenced_stdout", "torch_dtype",
 ]

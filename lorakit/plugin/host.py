@@ -64,6 +64,17 @@ def registered_formatters(pm=None) -> dict[str, Any]:
     return found
 
 
+def registered_serve_engines(pm=None) -> dict[str, Any]:
+    """Every registered serving engine by name (the first registration of a name wins), sorted."""
+    found: dict[str, Any] = {}
+
+    def register(engine) -> None:
+        found.setdefault(_named("serve engine", engine, needs="run"), engine)
+
+    call_each(pm or plugin_manager(), "register_serve_engines", register=register)
+    return dict(sorted(found.items()))
+
+
 def chosen_loader_name(model_path: Path, options, pm=None) -> str | None:
     """The loader a plugin claims for this model folder (``resolve_loader``, first answer wins)."""
     return (pm or plugin_manager()).hook.resolve_loader(model_path=Path(model_path), options=options)

@@ -83,3 +83,17 @@ def prepare_model(model, loader_name, model_path, options, purpose, config):
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0 explicit ``model_path``, ``options`` and ``purpose`` arguments.
     """
+
+
+@hookspec
+def register_serve_engines(register):
+    """Register serving engines for ``lorakit serve --engine NAME``.
+
+    :param register: call ``register(engine)`` with a :class:`lorakit.api.ServeEngine` (``name``,
+        one-line ``summary``, ``run(request) -> int``). ``run`` gets a :class:`lorakit.api.ServeRequest`
+        (model, adapters and their names, host, port, key, bounds, load options), serves until SIGTERM
+        or Ctrl-C, prints ``listening on http://HOST:PORT`` on stderr once ready, and returns the exit
+        code. lorakit's own engine is registered the same way under the name ``lorakit``.
+
+    .. versionadded:: 0.2.0
+    """
