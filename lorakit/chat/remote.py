@@ -175,7 +175,7 @@ class RemoteChatEngine:
         except Exception as error:  # noqa: BLE001  (httpx's transport errors)
             raise self._failure(error) from None
         tokens = (usage or {}).get("completion_tokens") or len(pieces)
-        return Reply("".join(pieces), tokens, time.perf_counter() - started, "eos" if finish == "stop" else finish)
+        return Reply("".join(pieces), tokens, time.perf_counter() - started, finish)
 
     def close(self) -> None:
         self.client.close()
