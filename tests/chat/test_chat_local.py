@@ -150,3 +150,13 @@ def test_one_lora_reload_backend_says_so_plainly(run_cli, tiny_model_dir, tiny_a
         assert "the base model was reloaded" in err and "added tiny-lora-2" in err
     finally:
         pm.unregister(name="single-plugin")
+
+
+def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_exchanges(run_cli, tiny_model_dir, tmp_path):
+    long = "hello world " * 100  # about 200 tokens; the tiny model's context is 512
+    saved = tmp_path / "s.json"
+    out, err = _chat(run_cli, tiny_model_dir, [long, long, long, "hello " * 600, f"/save {saved}"])
+    assert "the oldest 1 exchange is left out of this prompt" in err
+    assert err.count("tokens/s") == 3
+    assert "error: this message is" in err and "the model's context is 512; send a shorter message" in err
+    assert len(json.loads(saved.read_text())["messages"]) == 6  # the conversation itself keeps every exchange

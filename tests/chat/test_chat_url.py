@@ -28,11 +28,13 @@ def _chat(run_cli, url, script, *extra, env=None):
 
 def test_lora_commands_become_the_model_field_and_replies_stream(run_cli, stub, tmp_path):
     saved = tmp_path / "c.json"
-    script = ["hi", "/lora add b:0.3", "/system Be kind.", "more", "/weight a 1", "/lora remove b", "last", "/lora remove a", "base again",
-              f"/save {saved}"]
+    script = ["hi", "/lora add b:0.3", "/system Be kind.", "more", "/weight a 1", "/lora remove b", "last", "/lora remove a",
+              "/lora add b", "/lora", "bare", "/lora remove b", "base again", f"/save {saved}"]
     code, out, err = _chat(run_cli, stub.url, script, "--lora", "a:0.7", "--greedy", "--max-new-tokens", "12")
     assert code == 0, err
-    assert [body["model"] for body in stub.bodies] == ["a:0.7", "a:0.7+b:0.3", "a", "tiny-base"]
+    # a name without a weight is sent bare: the server's default weight for it (and what vLLM accepts)
+    assert [body["model"] for body in stub.bodies] == ["a:0.7", "a:0.7+b:0.3", "a:1", "b", "tiny-base"]
+    assert "in use: b (default weight)" in err
     assert "model=a:0.7 system= turns=1 last=hi" in out  # streamed deltas joined, on stdout
     assert "model=a:0.7+b:0.3 system=Be kind. turns=4 last=more" in out  # history and system sent
     body = stub.bodies[0]
@@ -42,8 +44,8 @@ def test_lora_commands_become_the_model_field_and_replies_stream(run_cli, stub, 
     assert "requests now ask for model 'a:0.7+b:0.3'" in err
     assert "(5 tokens," in err and "stopped at stop)" in err  # usage.completion_tokens, the server's finish_reason
     record = json.loads(saved.read_text())
-    assert [m["role"] for m in record["messages"]] == ["system"] + ["user", "assistant"] * 4
-    assert record["messages"][-1]["content"] == "model=tiny-base system=Be kind. turns=8 last=base again"
+    assert [m["role"] for m in record["messages"]] == ["system"] + ["user", "assistant"] * 5
+    assert record["messages"][-1]["content"] == "model=tiny-base system=Be kind. turns=10 last=base again"
 
 
 def test_sampling_flags_given_on_purpose_are_sent(run_cli, stub):
