@@ -89,8 +89,15 @@ class RemoteChatEngine:
         except Exception as error:  # noqa: BLE001  (httpx's transport errors have no common public base)
             raise self._failure(error) from None
         if response.status_code != 200:
-            raise self._refusal(response.status_code, response.content)
-        models = [item for item in (response.json().get("data") or []) if isinstance(item, dict) and item.get("id")]
+            refusal = self._refusal(response.status_code, response.content)
+            if response.status_code != 401:
+                refusal.hint = "name the model: lorakit chat MODEL --url ..."
+            raise refusal
+        try:
+            listed = response.json().get("data")
+        except (ValueError, AttributeError):
+            raise LorakitError(f"{self.base}/models did not answer an OpenAI model list", "is --url an OpenAI-compatible server?") from None
+        models = [item for item in listed or [] if isinstance(item, dict) and item.get("id")] if isinstance(listed, list) else []
         if not models:
             raise LorakitError(f"the server at {self.base} lists no model", "name one: lorakit chat MODEL --url ...")
         return next((item for item in models if not item.get("parent")), models[0])["id"]

@@ -73,3 +73,29 @@ def test_api_key_from_the_environment_is_sent_and_never_printed(run_cli, keyed_s
     assert "refused the API key (401)" in err and "SECRET" not in out + err
     code, out, err = _chat(run_cli, keyed_stub.url + "/v1/", ["hi"], env={"LORAKIT_API_KEY": key})  # a /v1 URL works too
     assert code == 0 and "model=tiny-base" in out
+
+
+def test_a_server_that_is_not_openai_compatible_is_named(run_cli, tmp_path):
+    """A plain HTTP server (no /v1/models list): one line, no traceback."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html>hello</html>" if self.path.startswith("/v1/models") else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, out, err = _chat(run_cli, f"http://127.0.0.1:{server.server_address[1]}", ["hi"])
+        assert code == 1 and "Traceback" not in err
+        assert "did not answer an OpenAI model list; is --url an OpenAI-compatible server?" in err
+    finally:
+        server.shutdown()
