@@ -21,6 +21,7 @@ CORE_COMMANDS = {
     "train": ("lorakit.commands.train", "train", "Train a LoRA on a formatted, chat or raw-text dataset."),
     "eval": ("lorakit.commands.eval", "eval_command", "Perplexity of the base and LoRAs on identical tokens."),
     "merge": ("lorakit.commands.merge", "merge", "Merge LoRAs into the base or combine adapters; export."),
+    "chat": ("lorakit.commands.chat", "chat", "Chat with a model and LoRAs, in process or with a server (--url)."),
     "generate": ("lorakit.commands.generate", "generate", "Generate text with zero or more LoRAs attached."),
     "loaders": ("lorakit.commands.loaders", "loaders", "List loader backends and their LoRA capabilities."),
     "plugins": ("lorakit.commands.plugins", "plugins", "List installed plugins and the hooks they implement."),

@@ -102,6 +102,8 @@ class FileCheck:
 
 def _check_one(folder: Path, entry: dict) -> FileCheck:
     path = folder / entry["path"]
+    if path.is_symlink() and not path.exists():
+        return FileCheck(entry["path"], "missing", "its link points into the HF cache, which no longer holds it")
     if not path.is_file():
         return FileCheck(entry["path"], "missing", "no longer there")
     why = mismatch(hash_file(path), RemoteFile(entry["path"], entry.get("size"), entry.get("sha256")))

@@ -51,7 +51,7 @@ def run(request: RunRequest) -> dict | None:
 
     quiet_libraries()
     from lorakit.loaders.devices import pick_device
-    from lorakit.store.models import resolve_model
+    from lorakit.hub.resolve import resolve_model
     from lorakit.store.preflight import read_model_config
     from lorakit.training.dataset import load_examples
     from lorakit.training.distributed import device_for, init_distributed, shutdown

@@ -193,10 +193,14 @@ def read_config_file(path: str | Path) -> dict:
 
 def params_from_lora(lora: str | Path) -> dict:
     """The saved parameters of an existing LoRA (a name under loras/ or a folder)."""
+    from lorakit.hub.resolve import hub_ref, resolve_lora
     from lorakit.store import home
+
     folder = Path(lora).expanduser()
     if not folder.is_dir():
         folder = home.loras_dir() / str(lora)
+    if not folder.is_dir() and hub_ref(str(lora)) is not None:
+        folder = resolve_lora(str(lora))  # a hub id: fetched once through the download store
     file = folder / PARAMS_FILE
     if not file.is_file():
         raise UsageError(f"--copy-from: '{lora}' has no {PARAMS_FILE}", f"looked in {folder}")
