@@ -39,6 +39,8 @@ class LineInput:
         if self.history is not None and self.history.is_file():
             try:
                 readline.read_history_file(str(self.history))
+                if readline.get_current_history_length() > 2 * HISTORY_LENGTH:
+                    readline.write_history_file(str(self.history))  # appending grows the file; this keeps the last lines
             except OSError:
                 pass
 

@@ -2,9 +2,10 @@
 
 Replies come from ``POST /v1/chat/completions`` with ``stream: true`` (server-sent events, parsed
 as the official client parses them). LoRAs are names on the server: ``/lora`` and ``/weight``
-change the request's ``model`` field with ``lorakit serve``'s mixture grammar (``a:0.7+b:0.3``; one
-adapter at weight 1 is its bare name, which every server understands). The API key travels only
-in the ``Authorization`` header and is never part of a message.
+change the request's ``model`` field with ``lorakit serve``'s mixture grammar (``a:0.7+b:0.3``). A
+LoRA added without a weight is sent as its bare name: the server's own default for it (``lorakit
+serve --lora a:0.5`` makes that 0.5), and the only form servers without mixtures (vLLM) accept. The
+API key travels only in the ``Authorization`` header and is never part of a message.
 """
 
 from __future__ import annotations
@@ -32,13 +33,12 @@ def api_base(url: str) -> str:
     return base if base.endswith("/v1") else base + "/v1"
 
 
-def mixture(base_model: str, loras: list[tuple[str, float]]) -> str:
-    """The ``model`` field for these LoRAs: the base id, a bare name, or ``a:0.7+b:0.3``."""
+def mixture(base_model: str, loras: list[tuple[str, float | None]]) -> str:
+    """The ``model`` field for these LoRAs: the base id, or terms ``NAME`` (the server's default weight) or
+    ``NAME:W`` joined by ``+``."""
     if not loras:
         return base_model
-    if len(loras) == 1 and loras[0][1] == 1.0:
-        return loras[0][0]
-    return "+".join(f"{name}:{weight:g}" for name, weight in loras)
+    return "+".join(name if weight is None else f"{name}:{weight:g}" for name, weight in loras)
 
 
 class RemoteChatEngine:
@@ -50,7 +50,7 @@ class RemoteChatEngine:
 
         self.base = api_base(url)
         self.explicit = explicit
-        self._loras: list[tuple[str, float]] = []
+        self._loras: list[tuple[str, float | None]] = []
         for text in loras:  # every --lora is checked before the server is asked anything
             self.add_lora(text)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -89,8 +89,15 @@ class RemoteChatEngine:
         except Exception as error:  # noqa: BLE001  (httpx's transport errors have no common public base)
             raise self._failure(error) from None
         if response.status_code != 200:
-            raise self._refusal(response.status_code, response.content)
-        models = [item for item in (response.json().get("data") or []) if isinstance(item, dict) and item.get("id")]
+            refusal = self._refusal(response.status_code, response.content)
+            if response.status_code != 401:
+                refusal.hint = "name the model: lorakit chat MODEL --url ..."
+            raise refusal
+        try:
+            listed = response.json().get("data")
+        except (ValueError, AttributeError):
+            raise LorakitError(f"{self.base}/models did not answer an OpenAI model list", "is --url an OpenAI-compatible server?") from None
+        models = [item for item in listed or [] if isinstance(item, dict) and item.get("id")] if isinstance(listed, list) else []
         if not models:
             raise LorakitError(f"the server at {self.base} lists no model", "name one: lorakit chat MODEL --url ...")
         return next((item for item in models if not item.get("parent")), models[0])["id"]
@@ -99,7 +106,8 @@ class RemoteChatEngine:
     def describe(self) -> str:
         return f"'{self.model}' at {self.base}; /lora names are the server's adapters"
 
-    def loras(self) -> list[tuple[str, float]]:
+    def loras(self) -> list[tuple[str, float | None]]:
+        """Names and weights; ``None``: no weight was given, the server applies its default."""
         return list(self._loras)
 
     def model_field(self) -> str:
@@ -112,8 +120,10 @@ class RemoteChatEngine:
             raise UsageError(f"'{spec.name}' is already in the mixture", f"change its weight with /weight {spec.name} W")
         if "+" in spec.name:
             raise UsageError(f"'{spec.name}': add one adapter at a time", "e.g. /lora add a:0.7 then /lora add b:0.3")
-        self._loras.append((spec.name, spec.weight))
-        return f"added {spec.name} (weight {spec.weight:g}): requests now ask for model '{self.model_field()}'"
+        weight = spec.weight if spec.text.strip() != spec.name else None  # NAME alone: the server's default weight
+        self._loras.append((spec.name, weight))
+        shown = "the server's default weight" if weight is None else f"weight {weight:g}"
+        return f"added {spec.name} ({shown}): requests now ask for model '{self.model_field()}'"
 
     def remove_lora(self, name: str) -> str:
         self._index(name)
@@ -175,7 +185,7 @@ class RemoteChatEngine:
         except Exception as error:  # noqa: BLE001  (httpx's transport errors)
             raise self._failure(error) from None
         tokens = (usage or {}).get("completion_tokens") or len(pieces)
-        return Reply("".join(pieces), tokens, time.perf_counter() - started, "eos" if finish == "stop" else finish)
+        return Reply("".join(pieces), tokens, time.perf_counter() - started, finish)
 
     def close(self) -> None:
         self.client.close()

@@ -59,7 +59,8 @@ class SlashCommands:
         engine = self.repl.engine
         if not words or words == ["list"]:
             loras = engine.loras()
-            self.repl.note("no LoRA in use" if not loras else "in use: " + ", ".join(f"{name} (weight {weight:g})" for name, weight in loras))
+            shown = [f"{name} ({'default weight' if weight is None else f'weight {weight:g}'})" for name, weight in loras]
+            self.repl.note("in use: " + ", ".join(shown) if shown else "no LoRA in use")
             return
         action, args = words[0], words[1:]
         if action not in ("add", "remove") or len(args) != 1:

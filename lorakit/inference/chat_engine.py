@@ -96,11 +96,31 @@ class LocalChatEngine:
               on_text: Callable[[str], None] | None = None) -> Reply:
         """Generate the assistant's next message after ``turns`` (ending with the user's), streamed to ``on_text``."""
         from lorakit.inference.generation import generate
+
+        input_ids = self._fitting_prompt(system, turns, settings.max_new_tokens)
+        result = generate(self.session, input_ids, settings, on_text=on_text)
+        return Reply(result.text, result.new_tokens, result.seconds, result.finish_reason)
+
+    def _fitting_prompt(self, system: str | None, turns: list[dict], max_new_tokens: int):
+        """The prompt's ids; when the conversation outgrows the model's context, the oldest exchanges are
+        left out of the prompt (not out of the conversation), and the user is told."""
+        from lorakit.errors import UsageError
         from lorakit.inference.prompts import encode
 
-        text, special = self.render(system, turns)
-        result = generate(self.session, encode(self.session.tokenizer, text, special), settings, on_text=on_text)
-        return Reply(result.text, result.new_tokens, result.seconds, result.finish_reason)
+        limit = getattr(getattr(self.session.model, "config", None), "max_position_embeddings", None)
+        dropped = 0
+        while True:
+            text, special = self.render(system, turns)
+            input_ids = encode(self.session.tokenizer, text, special)
+            if not isinstance(limit, int) or input_ids.shape[1] + max_new_tokens <= limit or len(turns) <= 1:
+                break
+            turns, dropped = turns[2:], dropped + 1
+        if isinstance(limit, int) and input_ids.shape[1] >= limit:
+            raise UsageError(f"this message is {input_ids.shape[1]} tokens and the model's context is {limit}", "send a shorter message")
+        if dropped:
+            warn(f"the conversation is longer than the model's context ({limit} tokens): the oldest {dropped} "
+                 f"exchange{'s are' if dropped > 1 else ' is'} left out of this prompt")
+        return input_ids
 
     def close(self) -> None:
         self.session.close()

@@ -150,3 +150,57 @@ def test_one_lora_reload_backend_says_so_plainly(run_cli, tiny_model_dir, tiny_a
         assert "the base model was reloaded" in err and "added tiny-lora-2" in err
     finally:
         pm.unregister(name="single-plugin")
+
+
+def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_exchanges(run_cli, tiny_model_dir, tmp_path):
+    long = "hello world " * 100  # about 200 tokens; the tiny model's context is 512
+    saved = tmp_path / "s.json"
+    out, err = _chat(run_cli, tiny_model_dir, [long, long, long, "hello " * 600, f"/save {saved}"])
+    assert "the oldest 1 exchange is left out of this prompt" in err
+    assert err.count("tokens/s") == 3
+    assert "error: this message is" in err and "the model's context is 512; send a shorter message" in err
+    assert len(json.loads(saved.read_text())["messages"]) == 6  # the conversation itself keeps every exchange
+
+
+def test_apply_interactive_generate_is_a_chat_turn_through_the_same_engine(run_cli, tiny_model_dir, tiny_adapter_dir, tmp_path):
+    with_a = _generate(run_cli, tiny_model_dir, "hello", str(tiny_adapter_dir))
+    saved = tmp_path / "s.json"
+    _chat(run_cli, tiny_model_dir, ["hello", "hello again", f"/save {saved}"], "--lora", str(tiny_adapter_dir))
+    first, second = _assistant_texts(saved)
+    assert first == with_a
+    script = "generate hello\ngenerate hello again\nreset\ngenerate hello\nquit\n"
+    code, out, err = run_cli("apply", str(tiny_model_dir), "--lora", str(tiny_adapter_dir), "--no-probe", "-i", *GREEDY, input=script)
+    assert code == 0, err
+    assert out.count(with_a) == 2 and second in out and "conversation cleared" in out  # multi-turn, then reset
+
+
+def test_ctrl_c_during_a_reply_keeps_the_chat_and_drops_the_turn(monkeypatch, capsys):
+    """Plumbing of the interrupt path (the key press itself is the terminal's; the pty test covers readline)."""
+    import io
+
+    from lorakit.chat.repl import ChatRepl
+    from lorakit.inference.chat_engine import Reply
+    from lorakit.inference.generation import SamplingSettings
+
+    class Engine:
+        calls = 0
+
+        def describe(self):
+            return "a test engine"
+
+        def loras(self):
+            return []
+
+        def reply(self, system, turns, settings, on_text=None):
+            Engine.calls += 1
+            on_text("partial")
+            if Engine.calls == 1:
+                raise KeyboardInterrupt
+            return Reply(f"answer to {len(turns)} turn(s)", 3, 0.1, "eos")
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("first\nsecond\n"))
+    repl = ChatRepl(Engine(), SamplingSettings(greedy=True))
+    assert repl.run() == 0
+    captured = capsys.readouterr()
+    assert "(reply stopped; it is not kept in the conversation)" in captured.err
+    assert repl.conversation.messages == [{"role": "user", "content": "second"}, {"role": "assistant", "content": "answer to 1 turn(s)"}]
