@@ -100,6 +100,7 @@ def run(request: RunRequest) -> dict | None:
 
 
 def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples, model_config, device) -> dict:
+    from lorakit.hub.model_card import finish_trained_adapter
     from lorakit.store.atomic import atomic_write_text
     from lorakit.training.distributed import barrier
     from lorakit.training.activation_memory import run_advice
@@ -192,6 +193,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         write_metadata(output, stats, model_config)
         write_log(output, result.log, summary)
         plot_loss(output, result.log, f"{params.name}: training loss")
+        finish_trained_adapter(output, model_path)  # hub id + revision of the base, README.md model card
         summary["adapter_tensors"] = tensors
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
