@@ -93,6 +93,13 @@ def read_record(folder: Path) -> dict | None:
     return data
 
 
+def hub_origin(model_folder: Path) -> tuple[str, str | None] | None:
+    """(repo id, commit) when ``model_folder`` is a ``lorakit download`` of a hub repository."""
+    record = read_record(Path(model_folder))
+    repo_id = record.get("repo_id") if record else None
+    return (repo_id, record.get("commit")) if isinstance(repo_id, str) and repo_id else None
+
+
 @dataclass(frozen=True)
 class FileCheck:
     path: str
