@@ -28,6 +28,11 @@ Serving engines
     :class:`ServeEngine` (what ``register_serve_engines`` expects) and :class:`ServeRequest` (what
     ``lorakit serve`` hands the chosen engine).
 
+Hub ids
+    :func:`resolve_model` and :func:`resolve_lora`: MODEL / ``--lora`` text (a folder, a name under
+    ``$LORAKIT_HOME``, or a hub id ``ORG/NAME[:REVISION]``, fetched once through the download store)
+    -> the folder on disk.
+
 Errors and output
     :class:`LorakitError` and its subclasses (``message`` + ``hint``, shown as one line);
     :func:`quiet_libraries` and :func:`silenced_stdout` keep third-party chatter off the terminal.
@@ -42,6 +47,7 @@ from lorakit.errors import (
     PluginError,
     UsageError,
 )
+from lorakit.hub.resolve import resolve_lora, resolve_model
 from lorakit.loaders.capabilities import Availability, Capabilities
 from lorakit.loaders.devices import pick_device, torch_dtype
 from lorakit.loaders.options import LoadOptions
@@ -66,5 +72,5 @@ __all__ = [
     "ChatTemplateFormatter", "FormatFileFormatter", "Formatter", "GPTQSettings", "LoadOptions", "Loader",
     "LorakitError", "ModelNotFound", "PeftSession", "PluginError", "Rendered", "RowError", "ServeEngine", "ServeRequest", "Session", "UsageError",
     "hookimpl", "is_gptq_checkpoint", "load_pretrained", "pick_device", "quiet_libraries", "read_gptq_settings",
-    "refuse_bitsandbytes", "shipped_formatters", "silenced_stdout", "torch_dtype",
+    "refuse_bitsandbytes", "resolve_lora", "resolve_model", "shipped_formatters", "silenced_stdout", "torch_dtype",
 ]
