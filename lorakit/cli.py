@@ -22,6 +22,7 @@ CORE_COMMANDS = {
     "eval": ("lorakit.commands.eval", "eval_command", "Perplexity of the base and LoRAs on identical tokens."),
     "merge": ("lorakit.commands.merge", "merge", "Merge LoRAs into the base or combine adapters; export."),
     "generate": ("lorakit.commands.generate", "generate", "Generate text with zero or more LoRAs attached."),
+    "serve": ("lorakit.commands.serve", "serve", "Serve the base and LoRAs (mixed per request) over the OpenAI API."),
     "loaders": ("lorakit.commands.loaders", "loaders", "List loader backends and their LoRA capabilities."),
     "plugins": ("lorakit.commands.plugins", "plugins", "List installed plugins and the hooks they implement."),
 }
