@@ -29,6 +29,11 @@ Serving engines
     ``lorakit serve`` hands the chosen engine) and :func:`serve_openai` (lorakit's own engine:
     OpenAI API, continuous batching, adapters per request).
 
+Hub ids
+    :func:`resolve_model` and :func:`resolve_lora`: MODEL / ``--lora`` text (a folder, a name under
+    ``$LORAKIT_HOME``, or a hub id ``ORG/NAME[:REVISION]``, fetched once through the download store)
+    -> the folder on disk.
+
 Errors and output
     :class:`LorakitError` and its subclasses (``message`` + ``hint``, shown as one line);
     :func:`quiet_libraries` and :func:`silenced_stdout` keep third-party chatter off the terminal.
@@ -43,6 +48,7 @@ from lorakit.errors import (
     PluginError,
     UsageError,
 )
+from lorakit.hub.resolve import resolve_lora, resolve_model
 from lorakit.loaders.capabilities import Availability, Capabilities
 from lorakit.loaders.devices import pick_device, torch_dtype
 from lorakit.loaders.options import LoadOptions
@@ -67,6 +73,6 @@ __all__ = [
     "ActionReport", "AdapterError", "AdapterInfo", "AttachedLora", "Availability", "Capabilities", "CapabilityError",
     "ChatTemplateFormatter", "FormatFileFormatter", "Formatter", "GPTQSettings", "LoadOptions", "Loader",
     "LorakitError", "ModelNotFound", "PeftSession", "PluginError", "Rendered", "RowError", "ServeEngine", "ServeRequest", "Session", "UsageError",
-    "hookimpl", "serve_openai", "is_gptq_checkpoint", "load_pretrained", "pick_device", "quiet_libraries", "read_gptq_settings",
-    "refuse_bitsandbytes", "shipped_formatters", "silenced_stdout", "torch_dtype",
+    "hookimpl", "is_gptq_checkpoint", "load_pretrained", "pick_device", "quiet_libraries", "read_gptq_settings",
+    "refuse_bitsandbytes", "resolve_lora", "resolve_model", "serve_openai", "shipped_formatters", "silenced_stdout", "torch_dtype",
 ]

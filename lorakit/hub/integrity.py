@@ -93,6 +93,13 @@ def read_record(folder: Path) -> dict | None:
     return data
 
 
+def hub_origin(model_folder: Path) -> tuple[str, str | None] | None:
+    """(repo id, commit) when ``model_folder`` is a ``lorakit download`` of a hub repository."""
+    record = read_record(Path(model_folder))
+    repo_id = record.get("repo_id") if record else None
+    return (repo_id, record.get("commit")) if isinstance(repo_id, str) and repo_id else None
+
+
 @dataclass(frozen=True)
 class FileCheck:
     path: str
@@ -102,6 +109,8 @@ class FileCheck:
 
 def _check_one(folder: Path, entry: dict) -> FileCheck:
     path = folder / entry["path"]
+    if path.is_symlink() and not path.exists():
+        return FileCheck(entry["path"], "missing", "its link points into the HF cache, which no longer holds it")
     if not path.is_file():
         return FileCheck(entry["path"], "missing", "no longer there")
     why = mismatch(hash_file(path), RemoteFile(entry["path"], entry.get("size"), entry.get("sha256")))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lorakit.hub.resolve import resolve_lora, resolve_model
 from lorakit.loaders.options import LoadOptions
 from lorakit.loaders.registry import check_loader_name, check_lora_plan, choose_loader
 from lorakit.loaders.session import Loader, Session
@@ -20,9 +21,7 @@ from lorakit.store.lora_spec import (
     display_name,
     parse_loras,
     refuse_repeats,
-    resolve_lora_path,
 )
-from lorakit.store.models import resolve_model
 from lorakit.store.preflight import check_adapter_fits
 
 
@@ -57,7 +56,7 @@ def _planned(spec: LoraSpec, path: Path, options: LoadOptions, used: set[str]) -
 def plan_loras(lora_texts, options: LoadOptions, taken=()) -> list[PlannedLora]:
     """``--lora NAME[:WEIGHT]`` texts -> adapters found and read (names unique, also against ``taken``)."""
     used = set(taken)
-    found = [(spec, resolve_lora_path(spec.name)) for spec in parse_loras(lora_texts)]
+    found = [(spec, resolve_lora(spec.name)) for spec in parse_loras(lora_texts)]
     refuse_repeats([(spec.name, path) for spec, path in found])
     return [_planned(spec, path, options, used) for spec, path in found]
 

@@ -5,8 +5,8 @@ name) and those added at runtime (``POST /v1/load_lora_adapter``). An adapter is
 against the base (the same pre-flight ``generate`` runs) the first time a request names it, and its
 factors stay in memory until more than ``max_loaded`` are loaded: then the least recently used one
 that no running request holds is evicted (it loads again on its next use). Runtime loading takes
-only folders under the loras folder or hub ids already downloaded there, never a path from the
-network elsewhere on the machine.
+only folders under the loras folder or hub ids (downloaded there through the download store, as
+``lorakit download`` does), never a path from the network elsewhere on the machine.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.hub.resolve import hub_ref
 from lorakit.serving.api_errors import ApiError, bad
 from lorakit.serving.mixes import Mix
 from lorakit.store.adapters import CONFIG_FILE, AdapterInfo, read_adapter
@@ -158,11 +159,22 @@ class AdapterPool:
             resolved = candidate.resolve()
             if resolved != root and root in resolved.parents and (resolved / CONFIG_FILE).is_file():
                 return resolved
-        if REPO_ID.match(text):
-            raise ApiError(404, f"the hub adapter '{text}' is not downloaded; run `lorakit download {text}` on the server first",
-                           "lora_path", "adapter_not_downloaded")
+        if hub_ref(text) is not None:
+            return self._fetch(text)
         raise bad(f"lora_path '{text}' is not an adapter folder under the server's loras folder; "
                   "only adapters in $LORAKIT_HOME/loras (or hub ids downloaded there) can be loaded at runtime", "lora_path")
+
+    def _fetch(self, text: str) -> Path:
+        """A hub id not downloaded yet goes through the download store (checksums, one copy on disk)."""
+        from lorakit.hub.resolve import resolve_lora
+
+        try:
+            path = Path(resolve_lora(text, quiet=True)).resolve()
+        except LorakitError as error:
+            raise ApiError(404, f"the hub adapter '{text}' is not available: {error.one_line()}", "lora_path", "adapter_not_found") from None
+        if self.loras_dir.resolve() not in path.parents:
+            raise bad(f"the hub adapter '{text}' was stored outside the server's loras folder", "lora_path")
+        return path
 
     def add(self, name: str, lora_path: str) -> Servable:
         path = self.resolve_runtime_path(lora_path)

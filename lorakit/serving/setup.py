@@ -11,11 +11,11 @@ import ipaddress
 from pathlib import Path
 
 from lorakit.errors import UsageError
+from lorakit.hub.resolve import resolve_model
 from lorakit.inference.planning import check_planned_lora, plan_loras
 from lorakit.loaders.registry import check_loader_name, choose_loader
 from lorakit.serving.engines import DEFAULT_ENGINE, ServeRequest
 from lorakit.store import home
-from lorakit.store.models import resolve_model
 
 
 def is_loopback(host: str) -> bool:

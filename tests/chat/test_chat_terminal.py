@@ -1,0 +1,55 @@
+"""``lorakit chat`` as a person runs it: a real subprocess on a pseudo-terminal, so readline is live."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+REPO = Path(__file__).resolve().parents[2]
+UP = "\x1b[A"
+
+
+def _spawn(model, home):
+    env = {**os.environ, "LORAKIT_HOME": str(home), "TERM": "xterm", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    child = pexpect.spawn(sys.executable, ["-m", "lorakit", "chat", str(model), "--greedy", "--max-new-tokens", "4"],
+                          env=env, encoding="utf-8", timeout=180, dimensions=(40, 200))
+    child.expect_exact("you> ")
+    return child
+
+
+def test_readline_editing_and_history_across_sessions(tiny_model_dir, lorakit_home, tmp_path):
+    saved = tmp_path / "talk.json"
+    child = _spawn(tiny_model_dir, lorakit_home)
+    child.send("ello\x01h\r")  # Ctrl-A goes to the start of the line: the line sent is "hello"
+    child.expect_exact("tokens/s")
+    child.expect_exact("you> ")
+    child.send("junk\x03")  # Ctrl-C at the prompt drops the line and the chat goes on
+    child.expect_exact("you> ")
+    child.send(UP + "\r")  # the previous line again
+    child.expect_exact("tokens/s")
+    child.expect_exact("you> ")
+    child.send(f"/save {saved}\r")
+    child.expect_exact("saved 4 messages")
+    child.expect_exact("you> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    users = [m["content"] for m in json.loads(saved.read_text())["messages"] if m["role"] == "user"]
+    assert users == ["hello", "hello"]
+    history = (lorakit_home / "chat_history").read_text().splitlines()
+    assert [line for line in history if line in ("hello", f"/save {saved}")] == ["hello", "hello", f"/save {saved}"]
+    assert oct((lorakit_home / "chat_history").stat().st_mode & 0o777) == "0o600"
+
+    child = _spawn(tiny_model_dir, lorakit_home)  # a new session recalls the last one's lines
+    child.send(UP + "\r")
+    child.expect_exact("saved 0 messages")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
