@@ -25,6 +25,7 @@ CORE_COMMANDS = {
     "merge": ("lorakit.commands.merge", "merge", "Merge LoRAs into the base or combine adapters; export."),
     "chat": ("lorakit.commands.chat", "chat", "Chat with a model and LoRAs, in process or with a server (--url)."),
     "generate": ("lorakit.commands.generate", "generate", "Generate text with zero or more LoRAs attached."),
+    "serve": ("lorakit.commands.serve", "serve", "Serve the base and LoRAs (mixed per request) over the OpenAI API."),
     "loaders": ("lorakit.commands.loaders", "loaders", "List loader backends and their LoRA capabilities."),
     "plugins": ("lorakit.commands.plugins", "plugins", "List installed plugins and the hooks they implement."),
 }

@@ -106,6 +106,9 @@ def test_prompt_format_recorded_by_the_lora_is_used(run_cli, tiny_model_dir, tin
     saved = tmp_path / "s.json"
     out, err = _chat(run_cli, tiny_model_dir, ["Name a colour.", f"/save {saved}"], "--lora", str(alpaca))
     assert _assistant_texts(saved) == [expected]
+    code, gen_out, gen_err = run_cli("generate", str(tiny_model_dir), "--prompt", "Name a colour.", *GREEDY, "--template", "raw", "--json")
+    _chat(run_cli, tiny_model_dir, ["Name a colour.", f"/save {saved}"], "--template", "raw")
+    assert _assistant_texts(saved) == [json.loads(gen_out)["output"]]
 
 
 def test_format_file_turns_render_the_recorded_templates():
