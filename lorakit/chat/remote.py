@@ -49,6 +49,9 @@ class RemoteChatEngine:
         import httpx
 
         self.base = api_base(url)
+        parts = urlsplit(self.base)
+        self.shown = self.base.replace(parts.netloc, parts.netloc.rpartition("@")[2], 1)  # no user:password in messages
+        self._secret = api_key
         self.explicit = explicit
         self._loras: list[tuple[str, float | None]] = []
         for text in loras:  # every --lora is checked before the server is asked anything
@@ -66,8 +69,8 @@ class RemoteChatEngine:
         import httpx
 
         if isinstance(error, httpx.TimeoutException):
-            return LorakitError(f"the server at {self.base} did not answer in time", "check that it is running and not overloaded")
-        return LorakitError(f"cannot reach the server at {self.base} ({type(error).__name__})", "start it (lorakit serve) or check --url")
+            return LorakitError(f"the server at {self.shown} did not answer in time", "check that it is running and not overloaded")
+        return LorakitError(f"cannot reach the server at {self.shown} ({type(error).__name__})", "start it (lorakit serve) or check --url")
 
     def _refusal(self, status: int, body: bytes) -> LorakitError:
         message = ""
@@ -80,7 +83,10 @@ class RemoteChatEngine:
             message = body.decode("utf-8", "replace")[:200]
         if status == 401:
             return LorakitError("the server refused the API key (401)", "set LORAKIT_API_KEY or pass --api-key")
-        return LorakitError(f"the server answered {status}: {' '.join(str(message).split()) or 'no reason given'}")
+        message = " ".join(str(message).split()) or "no reason given"
+        if self._secret:
+            message = message.replace(self._secret, "***")  # a server that echoes the key must not make us print it
+        return LorakitError(f"the server answered {status}: {message}")
 
     def _base_model_id(self) -> str:
         """The first listed model that is not an adapter of another (vLLM and lorakit serve mark those with ``parent``)."""
@@ -96,15 +102,15 @@ class RemoteChatEngine:
         try:
             listed = response.json().get("data")
         except (ValueError, AttributeError):
-            raise LorakitError(f"{self.base}/models did not answer an OpenAI model list", "is --url an OpenAI-compatible server?") from None
+            raise LorakitError(f"{self.shown}/models did not answer an OpenAI model list", "is --url an OpenAI-compatible server?") from None
         models = [item for item in listed or [] if isinstance(item, dict) and item.get("id")] if isinstance(listed, list) else []
         if not models:
-            raise LorakitError(f"the server at {self.base} lists no model", "name one: lorakit chat MODEL --url ...")
+            raise LorakitError(f"the server at {self.shown} lists no model", "name one: lorakit chat MODEL --url ...")
         return next((item for item in models if not item.get("parent")), models[0])["id"]
 
     # ---- what the REPL shows ---------------------------------------------------------------------
     def describe(self) -> str:
-        return f"'{self.model}' at {self.base}; /lora names are the server's adapters"
+        return f"'{self.model}' at {self.shown}; /lora names are the server's adapters"
 
     def loras(self) -> list[tuple[str, float | None]]:
         """Names and weights; ``None``: no weight was given, the server applies its default."""
@@ -181,7 +187,7 @@ class RemoteChatEngine:
         except LorakitError:
             raise
         except ValueError:
-            raise LorakitError(f"the server at {self.base} sent an event that is not JSON", "is --url an OpenAI-compatible server?") from None
+            raise LorakitError(f"the server at {self.shown} sent an event that is not JSON", "is --url an OpenAI-compatible server?") from None
         except Exception as error:  # noqa: BLE001  (httpx's transport errors)
             raise self._failure(error) from None
         tokens = (usage or {}).get("completion_tokens") or len(pieces)

@@ -24,5 +24,6 @@ CASES = [
     case("chat-url-lora-mixture-in-one", "chat", "--url", DOWN, "--lora", "a+b", expect="add one adapter at a time", code=2),
     case("chat-url-nothing-listening", "chat", "--url", DOWN, expect="cannot reach the server at http://127.0.0.1:9/v1"),
     case("chat-url-nothing-listening-with-key", "chat", "--url", DOWN, "--api-key", "sk-SECRET-1234", expect="cannot reach the server"),
+    case("chat-url-password-not-shown", "chat", "--url", "http://me:pw@127.0.0.1:9", expect="cannot reach the server at http://127.0.0.1:9/v1"),
     case("apply-temperature-nan", "apply", "{model}", "-i", "--temperature", "nan", expect="--temperature must be a number above 0", code=2),
 ]

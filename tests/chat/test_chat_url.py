@@ -75,6 +75,11 @@ def test_api_key_from_the_environment_is_sent_and_never_printed(run_cli, keyed_s
     assert code == 0 and "model=tiny-base" in out
 
 
+def test_a_password_in_the_url_is_never_printed(run_cli, stub):
+    code, out, err = _chat(run_cli, stub.url.replace("http://", "http://me:pw-SECRET@"), ["hi"])
+    assert code == 0 and "SECRET" not in out + err and f"at {stub.url}/v1;" in err
+
+
 def test_a_server_that_is_not_openai_compatible_is_named(run_cli, tmp_path):
     """A plain HTTP server (no /v1/models list): one line, no traceback."""
     import http.server
