@@ -67,6 +67,9 @@ def test_report_to_list_and_missing_package(monkeypatch):
 
     assert TrainParams(report_to="none").trackers() == []
     assert TrainParams(report_to="TensorBoard, mlflow,mlflow").trackers() == ["tensorboard", "mlflow"]
+    from lorakit.training.params import normalise_mapping
+
+    assert TrainParams(**normalise_mapping({"report_to": ["wandb", "mlflow"]}, "c")).trackers() == ["wandb", "mlflow"]
     monkeypatch.setattr(trackers.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UsageError, match="--report-to wandb needs the wandb package"):
         trackers.check_available(["wandb"])
