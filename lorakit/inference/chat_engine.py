@@ -90,7 +90,11 @@ class LocalChatEngine:
 
     # ---- replies ---------------------------------------------------------------------------------
     def render(self, system: str | None, turns: list[dict]) -> tuple[str, bool]:
-        return self.prompt_format().render(self.session.tokenizer, system, turns)
+        chosen = self.prompt_format()
+        if system and not chosen.carries_system() and "system" not in self._warned:
+            self._warned.add("system")
+            warn(f"{chosen.describe()} has no place for a system message; it is left out of the prompt")
+        return chosen.render(self.session.tokenizer, system, turns)
 
     def reply(self, system: str | None, turns: list[dict], settings: SamplingSettings,
               on_text: Callable[[str], None] | None = None) -> Reply:

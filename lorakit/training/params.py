@@ -118,6 +118,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     default = FIELD_TYPES[key].default
     if key == "target_modules":
         return parse_target_modules(value)
+    if key == "report_to" and isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)  # transformers' TrainingArguments takes a list
     if value is None:
         return None
     try:
