@@ -129,3 +129,34 @@ def test_training_on_a_hub_base_records_its_id_and_writes_a_card(hub, run_cli, t
     code, out, err = run_cli("upload", "hubbed", "lorakit-test/hubbed-lora", "--json")
     assert code == 0, err
     assert json.loads(out)["base_revision"] == hub.shas["model"]
+
+
+def test_subprocess_upload_never_prints_the_token_even_when_debugging(hub, tiny_adapter_dir):
+    import os
+    import subprocess
+    import sys
+
+    _adapter(tiny_adapter_dir)
+    env = {**os.environ, "HF_TOKEN": hub.token, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    done = subprocess.run([sys.executable, "-m", "lorakit", "upload", "facts", "lorakit-test/sub-lora", "--base-model", MODEL, "--json"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["repo_id"] == "lorakit-test/sub-lora" and hub.token not in done.stdout + done.stderr
+    # A refused token, with the traceback switched on, still never shows.
+    wrong = "hf_refusedTokenValue0123456789abcdefXYZ"
+    env = {**env, "HF_TOKEN": wrong, "LORAKIT_DEBUG": "1"}
+    done = subprocess.run([sys.executable, "-m", "lorakit", "upload", "facts", "lorakit-test/sub-lora-2", "--base-model", MODEL],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and wrong not in done.stdout + done.stderr
+
+
+def test_copy_from_a_hub_adapter(hub, run_cli, tiny_adapter_dir, tmp_path):
+    from fake_hub_server import read_folder
+
+    files = {**read_folder(tiny_adapter_dir), "training_parameters.json": json.dumps({"name": "theirs", "rank": 4, "alpha": 8, "learning_rate": 0.002}).encode()}
+    hub.add_commit("lorakit-test/with-params", files)
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([{"instruction": "Say hi.", "input": "", "output": "Hi!"}] * 2))
+    code, out, err = run_cli("train", MODEL, "--dataset", str(rows), "--name", "mine", "--copy-from", "lorakit-test/with-params", "--dry-run")
+    assert code == 0, err
+    assert (home.loras_dir() / "lorakit-test_with-params" / "training_parameters.json").is_file()
