@@ -19,7 +19,8 @@ from lorakit.merging.quantized import quantization_config, refuse
 from lorakit.output.console import info, warn
 from lorakit.store.adapters import read_adapter
 from lorakit.store.atomic import atomic_folder
-from lorakit.store.lora_spec import LoraSpec, display_name, refuse_repeats, resolve_lora_path
+from lorakit.hub.resolve import resolve_lora
+from lorakit.store.lora_spec import LoraSpec, display_name, refuse_repeats
 
 DTYPE_NAMES = {"auto": None, "fp32": "F32", "bf16": "BF16", "fp16": "F16"}
 MERGE_RECORD = "lorakit_merge.json"
@@ -60,7 +61,7 @@ def peak_rss_mb() -> float:
 
 def lora_paths(specs: list[LoraSpec], where: str = "--lora") -> list[Path]:
     """Every adapter folder found (cheap), the same folder twice refused as every command refuses it."""
-    paths = [resolve_lora_path(spec.name) for spec in specs]
+    paths = [resolve_lora(spec.name) for spec in specs]
     refuse_repeats([(spec.name, path) for spec, path in zip(specs, paths)], where)
     return paths
 
@@ -89,7 +90,7 @@ def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: boo
 
 def run_merge(request: MergeRequest) -> dict:
     from lorakit.output.quiet import quiet_libraries, quiet_logs
-    from lorakit.store.models import resolve_model
+    from lorakit.hub.resolve import resolve_model
     from lorakit.store.preflight import read_model_config
 
     quiet_logs()

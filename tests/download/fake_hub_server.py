@@ -13,12 +13,21 @@ It speaks the parts of the hub's API that downloads use, with the hub's own head
 - errors with ``X-Error-Code``: ``RepoNotFound`` (401), ``RevisionNotFound`` / ``EntryNotFound`` (404),
   ``GatedRepo`` (401/403)
 
+And the parts of the API that uploads use (``HfApi.create_repo`` / ``create_branch`` / ``create_commit``
+with ``HF_HUB_DISABLE_XET=1``, so LFS files go through the basic LFS transfer), writes needing the token:
+
+- ``POST /api/repos/create`` (409 when it exists), ``POST /api/models/ORG/NAME/branch/BRANCH``
+- ``POST /api/validate-yaml`` (the model card's header must parse), ``POST /api/models/ORG/NAME/preupload/REV``: ``uploadMode`` lfs for weights and images, regular otherwise
+- ``POST /ORG/NAME.git/info/lfs/objects/batch`` -> ``PUT /lfs-upload/OID`` (content checked against its sha256)
+- ``POST /api/models/ORG/NAME/commit/REV``: the NDJSON commit (header, base64 ``file``, ``lfsFile``)
+
 Faults on demand: ``cut(path, after_bytes, times)`` ends a GET body early, ``corrupt(path)`` serves
 flipped bytes of the right size, ``fail(path, status, times)`` answers a GET with an error status.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
@@ -79,6 +88,10 @@ class HubRepo:
     private: bool = False
     gated: bool = False
 
+    @staticmethod
+    def is_sha(revision: str) -> bool:
+        return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
     def resolve(self, revision: str) -> str | None:
         if revision in self.refs:
             return self.refs[revision]
@@ -107,6 +120,9 @@ class HubServer:
         self._cuts: dict[str, list[int]] = {}  # path -> [after_bytes, times]
         self._corrupt: set[str] = set()
         self._fails: dict[str, list[int]] = {}  # path -> [status, times]
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded but maybe not committed yet
+        self.commit_messages: list[str] = []
+        self.card_metadata: list[dict] = []  # parsed YAML headers of the model cards it validated
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
@@ -180,6 +196,127 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         self._dispatch(send_body=False)
+
+    def do_POST(self):
+        self._dispatch_write()
+
+    def do_PUT(self):
+        self._dispatch_write()
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _dispatch_write(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        record = Request(self.command, urlsplit(self.path).path, None, auth == f"Bearer {self.hub.token}")
+        with self.hub._lock:
+            self.hub.requests.append(record)
+        self._record = record
+        body = self._read_body()
+        parts = [unquote(p) for p in urlsplit(self.path).path.split("/") if p != ""]
+        if self.command == "PUT" and parts[:1] == ["lfs-upload"] and len(parts) == 2:
+            return self._lfs_put(parts[1], body)
+        if not record.authorized:
+            return self._error(401, None, "Invalid credentials in Authorization header", True)
+        if parts == ["api", "validate-yaml"]:
+            return self._validate_yaml(json.loads(body)["content"])
+        if parts == ["api", "repos", "create"]:
+            return self._create_repo(json.loads(body or b"{}"))
+        if len(parts) >= 5 and parts[:2] == ["api", "models"] and parts[4] in ("preupload", "commit", "branch"):
+            repo = self.hub.repos.get("/".join(parts[2:4]))
+            if repo is None:
+                return self._error(404, "RepoNotFound", "Repository not found", True)
+            revision = "/".join(parts[5:]) or "main"
+            if parts[4] == "branch":
+                return self._create_branch(repo, revision)
+            if parts[4] == "preupload":
+                return self._preupload(json.loads(body))
+            return self._commit(repo, revision, body)
+        if parts[-4:] == ["info", "lfs", "objects", "batch"]:
+            return self._lfs_batch(json.loads(body))
+        return self._error(404, None, "Not found", True)
+
+    # -- write endpoints ----------------------------------------------------------------------------------
+    def _create_repo(self, payload: dict) -> None:
+        repo_id = f"{payload.get('organization')}/{payload.get('name')}"
+        if repo_id in self.hub.repos:
+            return self._json(409, {"error": "You already created this model repo", "url": f"{self.hub.url}/{repo_id}"}, True)
+        private = payload.get("visibility") == "private" or bool(payload.get("private"))
+        self.hub.add_commit(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, private=private)
+        self._json(200, {"url": f"{self.hub.url}/{repo_id}", "name": repo_id, "id": repo_id}, True)
+
+    def _validate_yaml(self, content: str) -> None:
+        """The hub checks a model card's YAML header before a commit; so does the stand-in (it must parse)."""
+        import yaml
+
+        if not content.startswith("---\n"):
+            return self._json(200, {"warnings": [{"message": "empty or missing yaml metadata"}]}, True)
+        header = content[4:].split("\n---\n", 1)[0]
+        try:
+            data = yaml.safe_load(header)
+            assert isinstance(data, dict)
+        except Exception as error:
+            return self._json(400, {"errors": [{"message": f"invalid YAML: {error}"}]}, True)
+        self.hub.card_metadata.append(data)
+        self._json(200, {"warnings": []}, True)
+
+    def _create_branch(self, repo: HubRepo, branch: str) -> None:
+        if branch in repo.refs:
+            return self._error(409, None, f"Reference refs/heads/{branch} already exists", True)
+        repo.refs[branch] = repo.refs["main"]
+        self._json(200, {}, True)
+
+    def _preupload(self, payload: dict) -> None:
+        lfs = LFS_SUFFIXES + (".png",)
+        files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(lfs) else "regular", "shouldIgnore": False} for f in payload["files"]]
+        self._json(200, {"files": files, "commitOid": None}, True)
+
+    def _lfs_batch(self, payload: dict) -> None:
+        objects = []
+        for item in payload.get("objects", []):
+            entry = {"oid": item["oid"], "size": item["size"]}
+            if item["oid"] not in self.hub.lfs_objects:
+                entry["actions"] = {"upload": {"href": f"{self.hub.url}/lfs-upload/{item['oid']}"}}
+            objects.append(entry)
+        self._json(200, {"transfer": "basic", "objects": objects}, True)
+
+    def _lfs_put(self, oid: str, body: bytes) -> None:
+        if hashlib.sha256(body).hexdigest() != oid:
+            return self._error(400, None, "content does not match its oid", True)
+        self.hub.lfs_objects[oid] = body
+        self._json(200, {}, True)
+
+    def _commit(self, repo: HubRepo, revision: str, body: bytes) -> None:
+        sha = repo.resolve(revision)
+        if sha is None:
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", True)
+        files = {path: f.data for path, f in repo.commits[sha].items()}
+        summary = ""
+        for line in body.splitlines():
+            item = json.loads(line)
+            value = item["value"]
+            if item["key"] == "header":
+                summary = value.get("summary", "")
+            elif item["key"] == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] == "lfsFile":
+                if value["oid"] not in self.hub.lfs_objects:
+                    return self._error(422, None, f"LFS object {value['oid']} was never uploaded", True)
+                files[value["path"]] = self.hub.lfs_objects[value["oid"]]
+            elif item["key"] == "deletedFile":
+                files.pop(value["path"], None)
+        self.hub.commit_messages.append(summary)
+        new_sha = self.hub.add_commit(repo.repo_id, files, ref=revision if not HubRepo.is_sha(revision) else None)
+        self._json(200, {"commitUrl": f"{self.hub.url}/{repo.repo_id}/commit/{new_sha}", "commitOid": new_sha, "success": True}, True)
 
     # -- plumbing ----------------------------------------------------------------------------------------
     def _dispatch(self, send_body: bool) -> None:
