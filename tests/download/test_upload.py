@@ -29,6 +29,12 @@ def test_upload_with_card_then_download_and_generate(hub, run_cli, tiny_adapter_
     (folder / "training_log.json").write_text(json.dumps({"summary": {}, "steps": [{"step": 1, "loss": 3.2}, {"step": 2, "loss": 1.5, "eval_loss": 1.7}]}))
     (folder / "adapter_model.bin").write_bytes(b"pickle that must never leave the machine")
     monkeypatch.setenv("HF_TOKEN", hub.token)
+    from lorakit.evaluation import records
+
+    digest = records.adapter_hash(folder)[:16]
+    records.log_append([{"date": "2026-12-01 10:00", "configuration": "facts", "adapter_hash": digest, "dataset": "/data/test.jsonl",
+                         "perplexity": "12.345600", "tokens": 321},
+                        {"date": "2026-12-01 10:00", "configuration": "other", "adapter_hash": "0" * 16, "dataset": "/x", "perplexity": "99"}])
 
     code, out, err = run_cli("upload", "facts", REPO, "--private", "--base-model", MODEL, "--json")
     assert code == 0, err
@@ -44,6 +50,7 @@ def test_upload_with_card_then_download_and_generate(hub, run_cli, tiny_adapter_
     assert card.startswith("---\n") and f'base_model: "{MODEL}"' in card and "library_name: peft" in card
     assert hub.card_metadata[-1]["base_model"] == MODEL and hub.card_metadata[-1]["datasets"] == ["yahma/alpaca-cleaned"]
     assert 'datasets: ["yahma/alpaca-cleaned"]' in card and "| 2 | 1.5000 | 1.7000 |" in card
+    assert "| 2026-12-01 10:00 | test.jsonl | facts | 12.345600 | 321 |" in card and "99" not in card.split("## Evaluation")[1].split("##")[0]
     assert f"lorakit generate {MODEL} --lora {REPO}" in card and "PeftModel.from_pretrained" in card and "llama-cli" in card
     # The safetensors went through the LFS endpoints, the small files inline.
     assert any(r.path == "/lorakit-test/uploaded-lora.git/info/lfs/objects/batch" for r in hub.requests)
