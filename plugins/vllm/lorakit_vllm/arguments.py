@@ -52,8 +52,7 @@ def refuse_unsupported(request) -> None:
             f"--engine vllm cannot load the base with {quantization} (bitsandbytes on the fly)",
             "serve a checkpoint vLLM reads quantized (GPTQ, AWQ), or drop the flag",
         )
-    if request.loader_name not in (None, "transformers", "auto"):
-        raise CapabilityError(f"--engine vllm loads models itself; --loader {request.loader_name} does not apply", "drop --loader")
+    # request.loader_name is ignored: vLLM reads the checkpoint itself (GPTQ and AWQ folders included).
 
 
 def round_rank(needed: int) -> int:
@@ -111,6 +110,7 @@ def build_launch(request, python: Path, served: dict[str, Path], site_dir: Path,
         "VLLM_PLUGINS": PLUGIN_NAME,
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true",
         "LORAKIT_VLLM_LORAS_DIR": str(request.loras_dir or ""),
+        "LORAKIT_VLLM_NAMED": json.dumps({name: [str(folder), float(weight)] for name, folder, weight in request.loras}),
         "LORAKIT_VLLM_MIXTURE_CACHE": str(mixture_cache),
         "VLLM_NO_USAGE_STATS": "1",
         "VLLM_DO_NOT_TRACK": "1",

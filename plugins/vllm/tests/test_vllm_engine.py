@@ -83,7 +83,7 @@ def test_serve_options_map_to_vllm_flags(tmp_path, tiny_adapter_dir, tiny_adapte
     env = launch.env
     assert env["VLLM_API_KEY"] == "sk-secret" and env["VLLM_PLUGINS"] == "lorakit"
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "true" and env["PYTHONPATH"] == str(tmp_path / "site")
-    assert env["LORAKIT_VLLM_LORAS_DIR"] == str(tmp_path / "loras")
+    assert env["LORAKIT_VLLM_LORAS_DIR"] == str(tmp_path / "loras") and json.loads(env["LORAKIT_VLLM_NAMED"]) == {}
     assert "VLLM_API_KEY" not in arguments.build_launch(request_for(tmp_path), Path("p"), {}, tmp_path, tmp_path).env
     assert pairs(arguments.build_launch(request_for(tmp_path), Path("p"), {}, tmp_path, tmp_path).argv)["--dtype"] == "auto"
 
@@ -91,8 +91,8 @@ def test_serve_options_map_to_vllm_flags(tmp_path, tiny_adapter_dir, tiny_adapte
 def test_what_vllm_cannot_do_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CapabilityError, match="bitsandbytes"):
         arguments.build_launch(request_for(tmp_path, load_options=LoadOptions(load_in_4bit=True)), Path("p"), {}, tmp_path, tmp_path)
-    with pytest.raises(CapabilityError, match="--loader gptq"):
-        arguments.build_launch(request_for(tmp_path, loader_name="gptq"), Path("p"), {}, tmp_path, tmp_path)
+    # The loader lorakit would pick does not matter: vLLM reads the checkpoint itself.
+    assert arguments.build_launch(request_for(tmp_path, loader_name="autogptq"), Path("p"), {}, tmp_path, tmp_path)
     monkeypatch.setenv(arguments.EXTRA_ARGS_ENV, "--enforce-eager --seed 3")
     assert arguments.build_launch(request_for(tmp_path), Path("p"), {}, tmp_path, tmp_path).argv[-3:] == ["--enforce-eager", "--seed", "3"]
 
@@ -144,36 +144,19 @@ def test_the_resolver_site_is_a_vllm_plugin_that_imports_without_vllm(tmp_path):
     assert len(list((tmp_path / "site").glob("*.dist-info"))) == 1
 
 
-# What `lorakit serve --engine vllm` does with the engine: run(request), errors shown as one line.
-SERVE = """
-import sys
-from pathlib import Path
-from lorakit.api import LorakitError, ServeRequest
-from lorakit_vllm.engine import run
-request = ServeRequest(model_path=Path(sys.argv[1]), model_id="tiny", loras_dir=Path(sys.argv[2]), port=int(sys.argv[3]), api_key="sk-k")
-try:
-    sys.exit(run(request))
-except LorakitError as error:
-    print("error: " + error.one_line(), file=sys.stderr)
-    sys.exit(1)
-"""
-
-
-def start_engine(tmp_path, port, extra_env=None):
-    (tmp_path / "model").mkdir(exist_ok=True)
-    (tmp_path / "loras").mkdir(exist_ok=True)
+def start_engine(tmp_path, model_dir, port, extra_env=None):
+    """``lorakit serve MODEL --engine vllm`` in its own process, as a user starts it."""
+    (tmp_path / "home" / "loras").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LORAKIT_HOME": str(tmp_path / "home"), **(extra_env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(tmp_path / "model"), str(tmp_path / "loras"), str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    argv = [sys.executable, "-m", "lorakit", "serve", str(model_dir), "--engine", "vllm", "--port", str(port), "--api-key", "sk-k"]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_ready_line_access_log_and_sigterm_pass_through(fake_python, tmp_path):
+def test_ready_line_access_log_and_sigterm_pass_through(fake_python, tmp_path, tiny_model_dir):
+    import re
     import urllib.request
 
-    port = free_port()
-    process = start_engine(tmp_path, port)
+    process = start_engine(tmp_path, tiny_model_dir, 0)  # --port 0: any free port, named in the ready line
     lines = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -181,7 +164,9 @@ def test_ready_line_access_log_and_sigterm_pass_through(fake_python, tmp_path):
         lines.append(line)
         if line.startswith("listening on") or not line:
             break
-    assert lines[-1] == f"listening on http://127.0.0.1:{port}\n", lines
+    ready = re.fullmatch(r"listening on http://127\.0\.0\.1:(\d+)\n", lines[-1])
+    assert ready and int(ready[1]) > 0, lines
+    port = int(ready[1])
     urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5).read()
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
@@ -193,12 +178,13 @@ def test_ready_line_access_log_and_sigterm_pass_through(fake_python, tmp_path):
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["plugins"] == ["lorakit=lorakit_vllm_resolver.resolver:register"]  # found through the site
     assert record["env"]["VLLM_API_KEY"] == "sk-k" and "sk-k" not in " ".join(record["argv"])
+    assert record["argv"][record["argv"].index("--served-model-name") + 1] == tiny_model_dir.name
 
 
-def test_a_server_that_dies_before_listening_is_one_line(fake_python, tmp_path):
-    process = start_engine(tmp_path, free_port(), {"FAKE_VLLM_FAIL": "1"})
+def test_a_server_that_dies_before_listening_is_one_line(fake_python, tmp_path, tiny_model_dir):
+    process = start_engine(tmp_path, tiny_model_dir, free_port(), {"FAKE_VLLM_FAIL": "1"})
     out, err = process.communicate(timeout=60)
     assert process.returncode == 1
     last = err.strip().splitlines()[-1]
-    assert last.startswith("error: vLLM did not start: ValueError: fake failure before listening; see its log "), err
+    assert last.startswith("Error: vLLM did not start: ValueError: fake failure before listening; see its log "), err
     assert "Traceback" not in err

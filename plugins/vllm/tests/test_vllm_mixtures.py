@@ -72,10 +72,9 @@ def test_rslora_rank_pattern_and_a_negative_weight_fold_exactly(tiny_model_dir, 
 def test_grammar():
     parse = mixtures.parse_mixture
     assert parse("a:0.7+b:0.3") == [mixtures.Part("a", 0.7), mixtures.Part("b", 0.3)]
-    assert parse("org/name:1e+0+b") == [mixtures.Part("org/name", 1.0), mixtures.Part("b", 1.0)]
+    assert parse("org/name:1e+0+b") == [mixtures.Part("org/name", 1.0), mixtures.Part("b")]
     assert parse("x:y:-2") == [mixtures.Part("x:y", -2.0)]
-    assert mixtures.is_plain(parse("a")) and mixtures.is_plain(parse("a:1")) and not mixtures.is_plain(parse("a:0.5"))
-    for bad in ("a+", "+a", ":0.5", "a+b:1e999", "a:1e999"):
+    for bad in ("a+", "+a", ":0.5", "a+b:1e999", "a:1e999", "a:0.5+a:0.5"):
         with pytest.raises(mixtures.MixtureError):
             parse(bad)
 
@@ -101,6 +100,19 @@ def test_names_resolve_inside_loras_only_and_mixtures_are_cached(tiny_adapter_di
     assert (mixed / "adapter_model.safetensors").stat().st_mtime_ns == stamp  # reused, not refolded
     assert names.lookup("alpha:0.5+org/beta:0.3") != mixed
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_a_lora_default_weight_applies_to_its_terms(tiny_adapter_dir, tiny_adapter2_dir, tmp_path):
+    """``--lora half:0.5`` (any folder): ``half`` alone is 0.5, ``half+b`` mixes it at 0.5, ``half:2`` at 2."""
+    import json
+
+    names = LorakitNames(None, tmp_path / "cache", {"half": [str(tiny_adapter_dir), 0.5], "full": [str(tiny_adapter2_dir), 1.0]})
+    assert names.lookup("full") == tiny_adapter2_dir and names.lookup("full:1") == tiny_adapter2_dir
+    assert names.lookup("missing") is None and names.lookup("full+missing") is None  # no loras/ folder at all
+    made_of = {name: json.loads((names.lookup(name) / "lorakit_mixture.json").read_text()) for name in ("half", "half+full", "half:2")}
+    assert [part["weight"] for part in made_of["half"]] == [0.5]
+    assert [part["weight"] for part in made_of["half+full"]] == [0.5, 1.0]
+    assert [part["weight"] for part in made_of["half:2"]] == [2.0]
 
 
 def test_adapters_vllm_cannot_serve_are_refused_in_one_line(tiny_model_dir, make_adapter, tmp_path):

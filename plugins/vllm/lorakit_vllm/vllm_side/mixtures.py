@@ -39,7 +39,7 @@ class MixtureError(ValueError):
 @dataclass(frozen=True)
 class Part:
     name: str
-    weight: float = 1.0
+    weight: float | None = None  # None: not written; the adapter's default weight (1 unless --lora gave one)
 
 
 def parse_mixture(text: str) -> list[Part]:
@@ -54,15 +54,13 @@ def parse_mixture(text: str) -> list[Part]:
                 raise MixtureError(f"'{piece}' in '{text}' needs a name and a finite weight")
             parts.append(Part(head, weight))
         elif piece:
-            parts.append(Part(piece, 1.0))
+            parts.append(Part(piece))
         else:
             raise MixtureError(f"'{text}' has an empty part (write a:0.7+b:0.3)")
+    names = [part.name for part in parts]
+    if len(set(names)) != len(names):
+        raise MixtureError(f"'{text}' names an adapter twice (give it once with the summed weight)")
     return parts
-
-
-def is_plain(parts: list[Part]) -> bool:
-    """One part at weight 1: the adapter itself, nothing to fold."""
-    return len(parts) == 1 and parts[0].weight == 1.0
 
 
 def safe_folder(loras_dir: Path, name: str) -> Path | None:

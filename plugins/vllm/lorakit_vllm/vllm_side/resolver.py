@@ -10,6 +10,7 @@ loaded (vLLM's own LRU bounds the adapters in memory). Imports nothing of loraki
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -17,43 +18,61 @@ from . import mixtures
 
 LORAS_ENV = "LORAKIT_VLLM_LORAS_DIR"
 CACHE_ENV = "LORAKIT_VLLM_MIXTURE_CACHE"
+NAMED_ENV = "LORAKIT_VLLM_NAMED"  # JSON {name: [folder, default weight]}: the --lora adapters
 
 
 class LorakitNames:
-    """``name`` -> adapter folder: a folder under ``loras/``, or a mixture folded into the cache."""
+    """``name`` -> adapter folder: a ``--lora`` name, a folder under ``loras/``, or a mixture folded into the cache.
 
-    def __init__(self, loras_dir: Path, cache_dir: Path):
-        self.loras_dir = Path(loras_dir)
+    A term without a weight takes its ``--lora`` default weight (1 for other ``loras/`` names), as in
+    lorakit's own engine.
+    """
+
+    def __init__(self, loras_dir: Path | None, cache_dir: Path, named: dict | None = None):
+        self.loras_dir = Path(loras_dir) if loras_dir else None
         self.cache_dir = Path(cache_dir)
+        self.named = {name: (Path(folder), float(weight)) for name, (folder, weight) in (named or {}).items()}
+
+    def _find(self, name: str) -> tuple[Path, float] | None:
+        if name in self.named:
+            return self.named[name]
+        folder = self._in_loras(name)
+        return None if folder is None else (folder, 1.0)
+
+    def _in_loras(self, name: str) -> Path | None:
+        return None if self.loras_dir is None else mixtures.safe_folder(self.loras_dir, name)
 
     def lookup(self, name: str) -> Path | None:
         """The folder serving ``name``, ``None`` when it names nothing (vLLM then answers 404)."""
-        plain = mixtures.safe_folder(self.loras_dir, name)
+        plain = None if name in self.named else self._in_loras(name)
         if plain is not None:
             return plain
         try:
             parts = mixtures.parse_mixture(name)
         except mixtures.MixtureError:
             return None
-        folders = [mixtures.safe_folder(self.loras_dir, part.name) for part in parts]
-        if any(folder is None for folder in folders):
+        found = [self._find(part.name) for part in parts]
+        if any(item is None for item in found):
             return None
-        if mixtures.is_plain(parts):
-            return folders[0]
-        return mixtures.cached_fold([(folder, part.weight) for folder, part in zip(folders, parts)], self.cache_dir)
+        sources = [(folder, default if part.weight is None else part.weight) for part, (folder, default) in zip(parts, found)]
+        if len(sources) == 1 and sources[0][1] == 1.0:
+            return sources[0][0]  # the adapter itself: nothing to fold
+        return mixtures.cached_fold(sources, self.cache_dir)
 
 
 def register() -> None:
     """vLLM's general-plugin entry point: register the resolver when the engine configured one."""
     loras_dir = os.environ.get(LORAS_ENV)
-    if not loras_dir:
+    if loras_dir is None:
         return
     from vllm.logger import init_logger
     from vllm.lora.request import LoRARequest
     from vllm.lora.resolver import LoRAResolver, LoRAResolverRegistry
 
     logger = init_logger("lorakit_vllm_resolver")
-    names = LorakitNames(Path(loras_dir), Path(os.environ.get(CACHE_ENV) or Path(loras_dir) / ".vllm-mixtures"))
+    named = json.loads(os.environ.get(NAMED_ENV) or "{}")
+    cache = os.environ.get(CACHE_ENV) or str(Path(loras_dir or ".") / ".vllm-mixtures")
+    names = LorakitNames(Path(loras_dir) if loras_dir else None, Path(cache), named)
 
     class LorakitResolver(LoRAResolver):
         async def resolve_lora(self, base_model_name: str, lora_name: str):
