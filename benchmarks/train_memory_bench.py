@@ -11,7 +11,9 @@ decoder layer), the reference is the same step without it. Each side runs in its
 (memory does not carry over): the model is built, a first step warms the allocator and oneDNN, then
 the measured step(s). Activation memory of a step = peak RSS during the step (VmHWM reset through
 /proc/self/clear_refs, malloc_trim before) minus RSS just before it; the process's peak RSS is also
-reported. ``--quick``: one measured step per side, else two.
+reported. On a CUDA device the same steps run there and the activation memory is torch's peak
+allocated memory during the step minus what was allocated before it. ``--quick``: one measured
+step per side, else two.
 Checked before the ratio: both sides computed the same loss (within 1e-3 relative) and the same
 LoRA gradient norm (within 1 %).
 Target: activation memory <= 0.60x without checkpointing (at least 40 % less); the tokens/s cost
@@ -62,10 +64,11 @@ def _settle() -> int:
 
 
 def measure(checkpointing: bool, steps: int) -> dict:
-    """One side, in its own process: build, warm up, then ``steps`` measured steps."""
+    """One side, in its own process: build, warm up, then ``steps`` measured steps (on the GPU when there is one)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from lorakit.loaders.devices import pick_device
     from lorakit.output.quiet import quiet_libraries
     from lorakit.training.activation_memory import enable
     from lorakit.training.attention_choice import training_attention
@@ -75,7 +78,9 @@ def measure(checkpointing: bool, steps: int) -> dict:
     from lorakit.training.steps import PackedLoss
 
     quiet_libraries()
-    precision = resolve_precision("auto", "cpu")
+    device = str(pick_device())
+    cuda = device.startswith("cuda")
+    precision = resolve_precision("auto", device)
     torch.manual_seed(SEED)
     config = LlamaConfig(**CONFIG)
     config._attn_implementation = "sdpa"
@@ -90,6 +95,7 @@ def measure(checkpointing: bool, steps: int) -> dict:
             torch.set_default_dtype(previous)
     build_seconds = time.perf_counter() - started
     parameters = sum(p.numel() for p in model.parameters())
+    model.to(device)
     peft_model = attach_lora(model, TrainParams(rank=16, alpha=32, dropout=0.0, seed=SEED))
     if checkpointing:
         enable(peft_model)
@@ -100,22 +106,28 @@ def measure(checkpointing: bool, steps: int) -> dict:
     for _ in range(EXAMPLES):
         ids = torch.randint(10, CONFIG["vocab_size"], (length,), generator=generator).tolist()
         examples.append(Example(ids, list(ids), ""))
-    loss_fn = PackedLoss(peft_model, "cpu", precision.autocast_dtype)
+    loss_fn = PackedLoss(peft_model, device, precision.autocast_dtype)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
 
     def one_step() -> tuple[float, float, float, int]:
         for p in trainable:
             p.grad = None
         before = _settle()
+        if cuda:  # on a GPU the activations live in its memory: torch's own counters
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
         started = time.perf_counter()
         loss_sum, targets = loss_fn(examples)
         (loss_sum / targets).backward()
+        if cuda:
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        peak = _hwm()
+        peak = torch.cuda.max_memory_allocated() if cuda else _hwm()
         norm = float(torch.norm(torch.stack([p.grad.float().norm() for p in trainable])))
         return float(loss_sum.detach()) / targets, norm, seconds, peak - before
 
-    with training_attention(peft_model.get_base_model(), "cpu", precision.autocast_dtype, length) as path:
+    with training_attention(peft_model.get_base_model(), device, precision.autocast_dtype, length) as path:
         loss_fn.per_example_attention = path.segments
         one_step()  # warm-up: allocator arenas, oneDNN primitives
         runs = [one_step() for _ in range(steps)]
@@ -123,7 +135,7 @@ def measure(checkpointing: bool, steps: int) -> dict:
         "loss": runs[-1][0], "grad_norm": runs[-1][1], "seconds": [run[2] for run in runs],
         "activation_bytes": [run[3] for run in runs], "tokens": CUTOFF, "parameters": parameters,
         "precision": precision.name, "build_seconds": build_seconds, "attention": path.description,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "device": device,
     }
 
 
@@ -146,7 +158,7 @@ def run(quick: bool) -> list[dict]:
     checked = (f"same loss ({gc_side['loss']:.4f} vs {plain['loss']:.4f}) and LoRA grad norm "
                f"({gc_side['grad_norm']:.4g} vs {plain['grad_norm']:.4g}) on the same {CUTOFF}-token micro-batch")
     ok = same_loss and same_grad
-    device = f"{device_label('cpu')}, {plain['precision']}, {plain['parameters'] / 1e9:.2f}B-parameter synthetic Llama"
+    device = f"{device_label(plain['device'])}, {plain['precision']}, {plain['parameters'] / 1e9:.2f}B-parameter synthetic Llama, {plain['attention']}"
     rate = lambda side: [side["tokens"] / seconds for seconds in side["seconds"]]  # noqa: E731
     return [
         record(NAME, "activation_memory", [b / MB for b in gc_side["activation_bytes"]], [b / MB for b in plain["activation_bytes"]],

@@ -17,6 +17,7 @@ from lorakit.errors import LorakitError
 
 CORE_COMMANDS = {
     "download": ("lorakit.commands.download", "download", "Download adapters and models from the Hugging Face hub."),
+    "convert": ("lorakit.commands.convert", "convert", "Convert a legacy adapter (adapter_model.bin, 2023 config) to safetensors."),
     "upload": ("lorakit.commands.upload", "upload", "Upload an adapter with a generated model card to the Hugging Face hub."),
     "apply": ("lorakit.commands.apply", "apply", "Load a base model and attach LoRAs (interactive session with -i)."),
     "train": ("lorakit.commands.train", "train", "Train a LoRA on a formatted, chat or raw-text dataset."),

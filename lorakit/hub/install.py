@@ -20,13 +20,14 @@ from pathlib import Path
 
 from lorakit.errors import LorakitError
 from lorakit.hub.hub_errors import disk_error
-from lorakit.hub.integrity import hash_file, mismatch, read_record, write_record
+from lorakit.hub.integrity import converted_entries, hash_file, mismatch, read_record, write_record
 from lorakit.hub.listing import RemoteFile, RepoSnapshot
 from lorakit.hub.progress import human_size
 from lorakit.hub.repo_ref import RepoRef
 from lorakit.hub.selection import RECORD_FILE
 from lorakit.store import home
 from lorakit.store.atomic import atomic_folder
+from lorakit.store.legacy import CONVERT_RECORD
 
 DISK_MARGIN = 16 * 1024 * 1024  # keep a little room for the record and the file system's own needs
 
@@ -60,7 +61,9 @@ def inspect_existing(target: Path, snapshot: RepoSnapshot, files: list[RemoteFil
     wanted = {f.path for f in files}
     if recorded != wanted:
         return Existing("different", "it holds another selection of files (--include/--exclude)")
-    on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()} - {RECORD_FILE}
+    converted = converted_entries(target)  # what `lorakit convert` wrote is part of this download now
+    on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()}
+    on_disk -= {RECORD_FILE, CONVERT_RECORD} | (set(converted) - wanted)
     if on_disk != wanted:
         return Existing("different", f"it has files that are not part of the download ({', '.join(sorted(on_disk - wanted)[:3])})")
     dangling = sorted(p for p in wanted if (target / p).is_symlink() and not (target / p).exists())
@@ -68,6 +71,7 @@ def inspect_existing(target: Path, snapshot: RepoSnapshot, files: list[RemoteFil
         # lorakit's own download of this very commit, whose cached files were deleted: safe to refill.
         return Existing("stale", f"its links into the HF cache point at files the cache no longer holds ({', '.join(dangling[:3])})")
     by_path = {e["path"]: e for e in record["files"]}
+    by_path.update(converted)
     for remote in files:
         expected = RemoteFile(remote.path, by_path[remote.path].get("size"), by_path[remote.path].get("sha256"))
         why = mismatch(hash_file(target / remote.path), expected)

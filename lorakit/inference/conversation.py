@@ -103,6 +103,9 @@ class ChatFormat:
             parts.append(_PLACEHOLDER.sub(lambda match: values[match.group(1)], template))
         return "\n".join(parts)
 
+    def carries_system(self) -> bool:
+        return self.kind in ("chat", "raw") or (self.kind == "format" and "instruction,output,system" in dict(self.templates))
+
     def describe(self) -> str:
         return {"chat": "the model's chat template", "raw": "raw text", "alpaca": "the alpaca format"}.get(
             self.kind, f"the '{self.name}' format the LoRA was trained with")

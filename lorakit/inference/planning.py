@@ -16,6 +16,7 @@ from lorakit.loaders.session import Loader, Session
 from lorakit.output.console import info, warn
 from lorakit.store.adapter_checks import check_finite
 from lorakit.store.adapters import AdapterInfo, read_adapter
+from lorakit.store.legacy import LEGACY_KEYS
 from lorakit.store.lora_spec import (
     LoraSpec,
     display_name,
@@ -46,6 +47,10 @@ class Plan:
 def _planned(spec: LoraSpec, path: Path, options: LoadOptions, used: set[str]) -> PlannedLora:
     adapter = read_adapter(path, allow_pickle=options.allow_pickle)
     name = display_name(spec, path)
+    if adapter.is_pickle or LEGACY_KEYS.keys() & adapter.config.keys():
+        # Said once, in lorakit's words (PEFT's own "Unexpected keyword arguments" warning is filtered).
+        warn(f"'{spec.name}' is a legacy adapter ({'pickle weights' if adapter.is_pickle else 'old config keys'}): "
+             f"`lorakit convert {spec.name}{' --allow-pickle' if adapter.is_pickle else ''}` rewrites it for the fast path")
     base, suffix = name, 2
     while name in used:
         name, suffix = f"{base}-{suffix}", suffix + 1

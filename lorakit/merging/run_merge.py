@@ -70,9 +70,10 @@ def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: boo
                where: str = "--lora") -> list[LoadedLora]:
     """Resolve, check against the base (when given) and load every LoRA; names made unique."""
     from lorakit.merging.checkpoint import safetensors_shapes
-    from lorakit.store.preflight import check_adapter_fits
+    from lorakit.store.preflight import check_adapter_fits, read_model_config
 
     tensor_shapes = safetensors_shapes(model_path) if model_path is not None else None
+    model_config = read_model_config(model_path) if model_path is not None else None
     loaded, used = [], set()
     for spec, path in zip(specs, lora_paths(specs, where)):
         adapter = read_adapter(path, allow_pickle=allow_pickle)
@@ -83,7 +84,7 @@ def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: boo
         while name in used:
             name, suffix = f"{display_name(spec, path)}-{suffix}", suffix + 1
         used.add(name)
-        loaded.append(load_lora(adapter, name, spec.weight))
+        loaded.append(load_lora(adapter, name, spec.weight, model_config))
     return loaded
 
 
@@ -109,6 +110,10 @@ def run_merge(request: MergeRequest) -> dict:
         from lorakit.merging.meta_export import check_llama
 
         check_llama(config, label)
+    if request.fmt == "gguf-lora":
+        from lorakit.merging.gguf_lora import gguf_family
+
+        gguf_family(config, label)  # an architecture llama.cpp cannot take fails before any adapter is read
     refuse_overwriting_inputs(output, [model_path] + lora_paths(request.loras))  # before any tensor is read
     loras = load_loras(request.loras, model_path, request.allow_pickle, request.trust_remote_code)
     report = {"model": str(model_path), "output": str(output), "format": request.fmt,

@@ -25,6 +25,7 @@ _KNOWN_WARNINGS = (
     (Warning, r".*Enum subclass.*"),  # torch._pytree deprecation raised by torchao at import
     (UserWarning, r"The given NumPy array is not writable"),  # torch.from_numpy on gguf's read-only map (copied right away)
     (UserWarning, r".*Failed to load .*_C_.*"),  # torchao's compiled extensions, when raised as a warning
+    (UserWarning, r"Unexpected keyword arguments .* for class LoraConfig"),  # 2023 adapter configs: lorakit names them itself
 )
 
 

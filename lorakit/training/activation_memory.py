@@ -17,9 +17,12 @@ from __future__ import annotations
 from lorakit.errors import UsageError
 
 GIB = 1024**3
-# Bytes kept per token and layer, in units of the activation dtype: measured on Llama-shaped models
-# (LoRA on q,v, per-example SDPA, bf16 autocast) with benchmarks/train_memory_bench.py's counter.
-_FULL_PER_HIDDEN, _FULL_PER_INTERMEDIATE = 16, 5
+# Elements kept per token and layer (times the activation dtype's bytes), and bytes per token and
+# vocabulary entry for the logits and their gradient (fp32): fitted to benchmarks/train_memory_bench.py
+# on a 1.1B Llama at 1024 tokens, bf16 autocast, LoRA on q,v (2850 MB without checkpointing, 802 MB
+# with: about 100 MB per layer, about 600 MB for the logits side).
+_FULL_PER_HIDDEN, _FULL_PER_INTERMEDIATE = 12, 5
+_LOGIT_BYTES = 18
 
 
 def enable(peft_model) -> None:
@@ -45,10 +48,11 @@ def estimate_bytes(model_config: dict, tokens: int, element_bytes: int, checkpoi
     intermediate = int(model_config.get("intermediate_size") or 4 * hidden)
     layers = int(model_config.get("num_hidden_layers") or 0)
     per_layer = tokens * (_FULL_PER_HIDDEN * hidden + _FULL_PER_INTERMEDIATE * intermediate) * element_bytes
+    logits = tokens * int(model_config.get("vocab_size") or 0) * _LOGIT_BYTES
     if not checkpointing:
-        return layers * per_layer
+        return layers * per_layer + logits
     # Each layer keeps its input; one layer at a time is recomputed with all of its activations.
-    return layers * tokens * hidden * element_bytes + per_layer
+    return layers * tokens * hidden * element_bytes + per_layer + logits
 
 
 def longest_micro_batch(lengths: list[int], micro_batch_size: int) -> int:

@@ -178,7 +178,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         "precision": precision.name, "device": str(device), "world_size": ctx.world_size,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "rank_fingerprints": result.rank_fingerprints, "attention": result.attention,
-        "gradient_checkpointing": params.gradient_checkpointing, "held_out_examples": len(eval_examples),
+        "gradient_checkpointing": params.gradient_checkpointing, "held_out_examples": len(eval_examples) if params.val_set_size else 0,
         "best_step": result.best_step, "best_eval_loss": result.best_eval_loss,
         "loaded_best": str(result.loaded_best) if result.loaded_best else None,
     }

@@ -118,6 +118,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     default = FIELD_TYPES[key].default
     if key == "target_modules":
         return parse_target_modules(value)
+    if key == "report_to" and isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)  # transformers' TrainingArguments takes a list
     if value is None:
         return None
     try:
@@ -264,12 +266,14 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
         if p.dataset:
             raise UsageError("--dataset and --raw-text exclude each other", "train on one of them")
         raise UsageError("nothing to train on", "pass --dataset FILE (JSON/JSONL) or --raw-text FILE_OR_FOLDER")
+    from lorakit.hub.dataset_source import parse_hub_dataset
+
     source = p.dataset or p.raw_text
-    if not Path(source).expanduser().exists():
+    if not Path(source).expanduser().exists() and not (p.dataset and parse_hub_dataset(str(source))):
         flag = "--dataset" if p.dataset else "--raw-text"
         raise UsageError(f"{flag} '{source}' not found")
-    if p.eval_dataset and not Path(p.eval_dataset).expanduser().is_file():
-        raise UsageError(f"--eval-dataset '{p.eval_dataset}' not found", "pass an existing JSON/JSONL file")
+    if p.eval_dataset and not Path(p.eval_dataset).expanduser().is_file() and not parse_hub_dataset(str(p.eval_dataset)):
+        raise UsageError(f"--eval-dataset '{p.eval_dataset}' not found", "pass an existing JSON/JSONL/parquet/CSV file or a hub dataset ORG/NAME[@CONFIG][:SPLIT]")
     if p.name is not None and (not p.name.strip() or "/" in p.name or p.name.startswith(".")):
         raise UsageError(f"--name '{p.name}' is not a valid LoRA name", "use a plain folder name without '/'")
     validate_evaluation(p)

@@ -193,10 +193,16 @@ class Trainer:
             previous = signal.signal(signal.SIGINT, self._on_sigint)
         last_checkpoint = ckpt.newest_checkpoint(self.output)
         history = EvalHistory.from_log(log)  # a resumed run continues the same best / patience count
+        # Resuming a run that stopped early: its last evaluation already used up the patience.
+        stopped_early = bool(log) and "eval_loss" in log[-1] and history.should_stop(self.p.early_stopping_patience)
+        last_step = start_step if stopped_early else self.plan.total_steps
         try:
             with self.attention(), TrainingProgress(self.plan.total_steps, start_step, self.show_progress) as progress:
                 result.attention = self.attention_path.description
-                for step in range(start_step, self.plan.total_steps):
+                if stopped_early:
+                    result.stopped = "early_stop"
+                    progress.note(f"That run stopped early (no lower evaluation loss in {history.since_best} evaluations): nothing left to train.")
+                for step in range(start_step, last_step):
                     rate.start()
                     loss, grad_norm, lr = self.step(step)
                     done = step + 1

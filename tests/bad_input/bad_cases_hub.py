@@ -1,6 +1,6 @@
 """upload, and hub ids given as MODEL or --lora: nothing published, nothing half-written."""
 
-from bad_input_table import adapter, case, write
+from bad_input_table import adapter, case, with_config, write
 
 HUB = ("bad_input_hub",)
 CASES = [
@@ -17,6 +17,23 @@ CASES = [
          env={"HF_HUB_OFFLINE": "1"}),
     case("upload-wrong-token", "upload", "{lora}", "lorakit-test/new-lora", "--base-model", "org/base", "--token", "hf_wrongTokenValue0123456789abcdef",
          expect="HTTP 401", fixtures=HUB),
+    case("convert-missing", "convert", "{tmp}/nowhere", expect=("nowhere", "not found")),
+    case("convert-pickle-needs-allow-pickle", "convert", "{tmp}/old", expect="--allow-pickle",
+         setup=adapter("old", remove=("adapter_model.safetensors",), files={"adapter_model.bin": b"x"})),
+    case("convert-damaged-pickle", "convert", "{tmp}/old", "--allow-pickle", expect="adapter_model.bin",
+         setup=adapter("old", remove=("adapter_model.safetensors",), files={"adapter_model.bin": b"not a pickle at all"})),
+    case("convert-fused-qkv", "convert", "{tmp}/fused", "--allow-pickle", expect="fused-QKV",
+         setup=adapter("fused", config=with_config(enable_lora=[True, False, True]))),
+    case("convert-no-weights", "convert", "{tmp}/bare", expect="no weights",
+         setup=adapter("bare", remove=("adapter_model.safetensors",))),
+    case("train-dataset-damaged-parquet", "train", "{model}", "--dataset", "{tmp}/bad.parquet", "--name", "x", "--dry-run",
+         expect="not a readable parquet file", setup=write("bad.parquet", b"PAR1 nothing")),
+    case("train-dataset-csv-not-utf8", "train", "{model}", "--dataset", "{tmp}/bad.csv", "--name", "x", "--dry-run",
+         expect="not a readable UTF-8 CSV", setup=write("bad.csv", b"instruction,output\n\xff\xfe,\x80\n")),
+    case("train-dataset-hub-offline-not-cached", "train", "{model}", "--dataset", "someorg/somedata:train", "--name", "x",
+         expect=("someorg/somedata", "HF_HUB_OFFLINE=1"), env={"HF_HUB_OFFLINE": "1"}),
+    case("eval-dataset-hub-offline-not-cached", "eval", "{model}", "--dataset", "someorg/somedata@cfg:test", "--format", "alpaca",
+         expect=("someorg/somedata", "HF_HUB_OFFLINE=1"), env={"HF_HUB_OFFLINE": "1"}),
     case("generate-model-hub-id-offline", "generate", "someorg/somemodel", "--prompt", "x", expect=("not downloaded", "lorakit download someorg/somemodel"),
          env={"HF_HUB_OFFLINE": "1"}),
     case("generate-lora-hub-id-not-on-hub", "generate", "{model}", "--lora", "lorakit-test/tiny-llama-missing", "--prompt", "x",

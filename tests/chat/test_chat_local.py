@@ -104,8 +104,9 @@ def test_prompt_format_recorded_by_the_lora_is_used(run_cli, tiny_model_dir, tin
     (alpaca / "prompt_format.json").write_text(json.dumps({"template": "alpaca", "name": "alpaca", "kind": "format"}))
     expected = _generate(run_cli, tiny_model_dir, "Name a colour.", str(alpaca))
     saved = tmp_path / "s.json"
-    out, err = _chat(run_cli, tiny_model_dir, ["Name a colour.", f"/save {saved}"], "--lora", str(alpaca))
+    out, err = _chat(run_cli, tiny_model_dir, ["Name a colour.", f"/save {saved}", "/system Be brief.", "Name a colour."], "--lora", str(alpaca))
     assert _assistant_texts(saved) == [expected]
+    assert "the alpaca format has no place for a system message; it is left out of the prompt" in err
     code, gen_out, gen_err = run_cli("generate", str(tiny_model_dir), "--prompt", "Name a colour.", *GREEDY, "--template", "raw", "--json")
     _chat(run_cli, tiny_model_dir, ["Name a colour.", f"/save {saved}"], "--template", "raw")
     assert _assistant_texts(saved) == [json.loads(gen_out)["output"]]

@@ -104,3 +104,19 @@ def test_a_server_that_is_not_openai_compatible_is_named(run_cli, tmp_path):
         assert "did not answer an OpenAI model list; is --url an OpenAI-compatible server?" in err
     finally:
         server.shutdown()
+
+
+def test_chat_with_a_server_imports_no_torch(stub, tmp_path):
+    """A client needs no model stack: ``chat --url`` starts in a moment on a machine without torch's weight."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    script = ("import sys\nfrom lorakit.cli import main\ntry:\n    main(['chat', '--url', sys.argv[1], '--no-history'])\n"
+              "except SystemExit:\n    pass\nprint('heavy:', sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))\n")
+    env = {**os.environ, "LORAKIT_HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script, stub.url], input="hi\n", capture_output=True, text=True, env=env, timeout=120)
+    assert "model=tiny-base" in done.stdout, done.stderr
+    assert "heavy: []" in done.stdout

@@ -10,6 +10,8 @@ It speaks the parts of the hub's API that downloads use, with the hub's own head
 - ``GET /api/models/ORG/NAME[/revision/REV]?blobs=true``: commit sha and files (size, git blob id, LFS sha256)
 - ``HEAD|GET /ORG/NAME/resolve/REV/PATH``: ``X-Repo-Commit``, ``ETag`` (git blob id, or the sha256 for
   LFS files with ``X-Linked-Etag`` / ``X-Linked-Size``), ``Range`` requests answered with 206
+- the same for dataset repositories (``/api/datasets/...``, ``/datasets/ORG/NAME/resolve/...``; add them
+  with ``add_commit("datasets/ORG/NAME", ...)``), and ``GET /api/{models,datasets}/ORG/NAME/tree/REV``
 - errors with ``X-Error-Code``: ``RepoNotFound`` (401), ``RevisionNotFound`` / ``EntryNotFound`` (404),
   ``GatedRepo`` (401/403)
 
@@ -44,7 +46,8 @@ PRIVATE = "lorakit-test/private-lora"
 GATED = "lorakit-test/gated-lora"
 EMPTY = "lorakit-test/empty-lora"
 
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".onnx")
+DATASET_PREFIX = "datasets/"  # key of a dataset repository in HubServer.repos: "datasets/ORG/NAME"
+LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".onnx")
 
 
 @dataclass
@@ -327,10 +330,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._record = record
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/") if p != ""]
+        prefix = ""
+        if parts[:2] == ["api", "datasets"] or (parts[:1] == ["datasets"] and len(parts) >= 6):
+            prefix = DATASET_PREFIX  # dataset repositories live beside the models under their own key
+            parts = parts[:1] + parts[2:] if parts[0] == "api" else parts[1:]
+            parts = (["api", "models"] + parts[1:]) if parts[0] == "api" else parts
+        if parts[:2] == ["api", "models"] and len(parts) >= 5 and parts[4] == "tree":
+            return self._tree(prefix + "/".join(parts[2:4]), parts[5] if len(parts) > 5 else "main", send_body)
         if parts[:2] == ["api", "models"]:
-            return self._model_info(parts[2:], parse_qs(url.query), send_body)
+            return self._model_info(parts[2:], parse_qs(url.query), send_body, prefix)
         if len(parts) >= 5 and parts[2] == "resolve":
-            return self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), send_body)
+            return self._resolve(prefix + "/".join(parts[:2]), parts[3], "/".join(parts[4:]), send_body)
         return self._error(404, None, "Not found", send_body)
 
     def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool, length: int | None = None) -> None:
@@ -366,10 +376,26 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     # -- endpoints ---------------------------------------------------------------------------------------
-    def _model_info(self, rest: list[str], query: dict, send_body: bool) -> None:
+    def _tree(self, key: str, revision: str, send_body: bool) -> None:
+        """``GET /api/{models,datasets}/ORG/NAME/tree/REV?recursive=true``: every file, one page."""
+        repo = self._repo_access(key, send_body)
+        if repo is None:
+            return
+        sha = repo.resolve(revision)
+        if sha is None:
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", send_body)
+        entries = []
+        for f in sorted(repo.commits[sha].values(), key=lambda f: f.path):
+            entry = {"type": "file", "oid": f.blob_id, "size": len(f.data), "path": f.path}
+            if f.lfs:
+                entry["lfs"] = {"oid": f.sha256, "size": len(f.data), "pointerSize": len(f.pointer())}
+            entries.append(entry)
+        self._json(200, entries, send_body)
+
+    def _model_info(self, rest: list[str], query: dict, send_body: bool, prefix: str = "") -> None:
         if len(rest) < 2:
             return self._error(404, None, "Not found", send_body)
-        repo_id, tail = "/".join(rest[:2]), rest[2:]
+        repo_id, tail = prefix + "/".join(rest[:2]), rest[2:]
         revision = "/".join(tail[1:]) if tail[:1] == ["revision"] else "main"
         repo = self._repo_access(repo_id, send_body)
         if repo is None:
@@ -379,7 +405,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", send_body)
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
         siblings = [f.sibling() if blobs else {"rfilename": f.path} for f in sorted(repo.commits[sha].values(), key=lambda f: f.path)]
-        info = {"_id": sha[:24], "id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
+        public_id = repo_id[len(DATASET_PREFIX):] if repo_id.startswith(DATASET_PREFIX) else repo_id
+        info = {"_id": sha[:24], "id": public_id, "modelId": public_id, "sha": sha, "private": repo.private,
                 "gated": "manual" if repo.gated else False, "lastModified": "2026-01-01T00:00:00.000Z", "tags": [], "siblings": siblings}
         self._json(200, info, send_body)
 

@@ -159,3 +159,49 @@ def test_help_lists_the_flags(run_cli):
     assert code == 0
     for flag in ("--revision", "--include", "--exclude", "--output", "--token", "--threads", "--check", "--force", "--json"):
         assert flag in out
+
+
+def test_dns_failure_and_refused_connection_are_not_retried_but_timeouts_and_429_are(monkeypatch):
+    import httpx2
+
+    from lorakit.hub import retry
+    from lorakit.hub.hub_errors import is_transient, retry_after
+
+    assert not is_transient(httpx2.ConnectError("[Errno -2] Name or service not known"))
+    assert not is_transient(ConnectionRefusedError(111, "Connection refused"))
+    assert is_transient(httpx2.ReadTimeout("timed out")) and is_transient(httpx2.ConnectTimeout("timed out"))
+
+    class Response:
+        status_code = 429
+        headers = {"Retry-After": "7"}
+
+    class RateLimited(Exception):
+        response = Response()
+
+    assert retry_after(RateLimited()) == 7.0
+    waits, calls = [], []
+    monkeypatch.setattr(retry, "is_transient", lambda error: True)
+
+    def action():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RateLimited()
+        return "done"
+
+    class Clock:
+        def wait(self, delay):
+            waits.append(delay)
+            return False
+
+    monkeypatch.setattr(retry.threading, "Event", Clock)
+    assert retry.call_with_retries(action) == "done" and waits == [7.0, 7.0]
+
+    def refused():
+        calls.append(1)
+        raise httpx2.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(retry, "is_transient", is_transient)
+    calls.clear()
+    with pytest.raises(httpx2.ConnectError):
+        retry.call_with_retries(refused)
+    assert len(calls) == 1

@@ -29,6 +29,12 @@ def test_upload_with_card_then_download_and_generate(hub, run_cli, tiny_adapter_
     (folder / "training_log.json").write_text(json.dumps({"summary": {}, "steps": [{"step": 1, "loss": 3.2}, {"step": 2, "loss": 1.5, "eval_loss": 1.7}]}))
     (folder / "adapter_model.bin").write_bytes(b"pickle that must never leave the machine")
     monkeypatch.setenv("HF_TOKEN", hub.token)
+    from lorakit.evaluation import records
+
+    digest = records.adapter_hash(folder)[:16]
+    records.log_append([{"date": "2026-12-01 10:00", "configuration": "facts", "adapter_hash": digest, "dataset": "/data/test.jsonl",
+                         "perplexity": "12.345600", "tokens": 321},
+                        {"date": "2026-12-01 10:00", "configuration": "other", "adapter_hash": "0" * 16, "dataset": "/x", "perplexity": "99"}])
 
     code, out, err = run_cli("upload", "facts", REPO, "--private", "--base-model", MODEL, "--json")
     assert code == 0, err
@@ -44,6 +50,7 @@ def test_upload_with_card_then_download_and_generate(hub, run_cli, tiny_adapter_
     assert card.startswith("---\n") and f'base_model: "{MODEL}"' in card and "library_name: peft" in card
     assert hub.card_metadata[-1]["base_model"] == MODEL and hub.card_metadata[-1]["datasets"] == ["yahma/alpaca-cleaned"]
     assert 'datasets: ["yahma/alpaca-cleaned"]' in card and "| 2 | 1.5000 | 1.7000 |" in card
+    assert "| 2026-12-01 10:00 | test.jsonl | facts | 12.345600 | 321 |" in card and "99" not in card.split("## Evaluation")[1].split("##")[0]
     assert f"lorakit generate {MODEL} --lora {REPO}" in card and "PeftModel.from_pretrained" in card and "llama-cli" in card
     # The safetensors went through the LFS endpoints, the small files inline.
     assert any(r.path == "/lorakit-test/uploaded-lora.git/info/lfs/objects/batch" for r in hub.requests)
@@ -122,3 +129,34 @@ def test_training_on_a_hub_base_records_its_id_and_writes_a_card(hub, run_cli, t
     code, out, err = run_cli("upload", "hubbed", "lorakit-test/hubbed-lora", "--json")
     assert code == 0, err
     assert json.loads(out)["base_revision"] == hub.shas["model"]
+
+
+def test_subprocess_upload_never_prints_the_token_even_when_debugging(hub, tiny_adapter_dir):
+    import os
+    import subprocess
+    import sys
+
+    _adapter(tiny_adapter_dir)
+    env = {**os.environ, "HF_TOKEN": hub.token, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    done = subprocess.run([sys.executable, "-m", "lorakit", "upload", "facts", "lorakit-test/sub-lora", "--base-model", MODEL, "--json"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["repo_id"] == "lorakit-test/sub-lora" and hub.token not in done.stdout + done.stderr
+    # A refused token, with the traceback switched on, still never shows.
+    wrong = "hf_refusedTokenValue0123456789abcdefXYZ"
+    env = {**env, "HF_TOKEN": wrong, "LORAKIT_DEBUG": "1"}
+    done = subprocess.run([sys.executable, "-m", "lorakit", "upload", "facts", "lorakit-test/sub-lora-2", "--base-model", MODEL],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and wrong not in done.stdout + done.stderr
+
+
+def test_copy_from_a_hub_adapter(hub, run_cli, tiny_adapter_dir, tmp_path):
+    from fake_hub_server import read_folder
+
+    files = {**read_folder(tiny_adapter_dir), "training_parameters.json": json.dumps({"name": "theirs", "rank": 4, "alpha": 8, "learning_rate": 0.002}).encode()}
+    hub.add_commit("lorakit-test/with-params", files)
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([{"instruction": "Say hi.", "input": "", "output": "Hi!"}] * 2))
+    code, out, err = run_cli("train", MODEL, "--dataset", str(rows), "--name", "mine", "--copy-from", "lorakit-test/with-params", "--dry-run")
+    assert code == 0, err
+    assert (home.loras_dir() / "lorakit-test_with-params" / "training_parameters.json").is_file()

@@ -75,6 +75,12 @@ def test_load_best_keeps_the_lowest_eval_loss_and_early_stop_resumes_exactly(run
     assert (again["stopped"], again["completed_steps"], again["best_step"]) == ("early_stop", last, best_step)
     assert_same_adapter(resumed, out, atol=1e-6)
 
+    # Resuming the stopped run trains nothing more: its patience is used up.
+    code, stdout, err = run_cli("train", "--output", str(resumed), "--resume", "--json")
+    assert code == 0, err
+    assert (json.loads(stdout)["stopped"], json.loads(stdout)["completed_steps"]) == ("early_stop", last) and "nothing left to train" in err
+    assert_same_adapter(resumed, out, atol=1e-6)
+
 
 def test_max_steps_cycles_epochs_and_weight_decay_shrinks_the_weights(run_cli, tiny_model_dir, tiny_dataset, tmp_path):
     summary, _ = _train(run_cli, tiny_model_dir, tiny_dataset, tmp_path / "plain", "--max-steps", "6", "--epochs", "1")

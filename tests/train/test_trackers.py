@@ -50,7 +50,9 @@ def test_all_three_trackers_record_the_run_and_resume_continues_it(run_cli, tiny
     shutil.copytree(out, resumed, ignore=lambda folder, names: [name for name in names if folder == str(out) and name in later])
     code, stdout, err = run_cli("train", "--output", str(resumed), "--resume", "--json")
     assert code == 0, err
-    assert json.loads((resumed / "trackers.json").read_text())["mlflow"] == ids["mlflow"]
+    assert json.loads((resumed / "trackers.json").read_text()) == ids
+    runs = sorted((resumed / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and {run.name.rsplit("-", 1)[1] for run in runs} == {ids["wandb"]}  # W&B: the same run id again
     client = MlflowClient(tracking_uri=(resumed / "mlruns").resolve().as_uri())
     history = client.get_metric_history(ids["mlflow"], "train/loss")
     assert sorted({metric.step for metric in history}) == sorted(losses)
@@ -67,6 +69,9 @@ def test_report_to_list_and_missing_package(monkeypatch):
 
     assert TrainParams(report_to="none").trackers() == []
     assert TrainParams(report_to="TensorBoard, mlflow,mlflow").trackers() == ["tensorboard", "mlflow"]
+    from lorakit.training.params import normalise_mapping
+
+    assert TrainParams(**normalise_mapping({"report_to": ["wandb", "mlflow"]}, "c")).trackers() == ["wandb", "mlflow"]
     monkeypatch.setattr(trackers.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UsageError, match="--report-to wandb needs the wandb package"):
         trackers.check_available(["wandb"])
