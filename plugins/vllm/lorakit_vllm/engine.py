@@ -71,6 +71,16 @@ class _Output(threading.Thread):
                     print(f"vllm: {text}", file=sys.stderr, flush=True)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when lorakit dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def wait_ready(process, url: str, timeout: float = READY_TIMEOUT_S) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -129,6 +139,7 @@ def run(request) -> int:
     process = subprocess.Popen(
         launch.argv, env=arguments.child_environment(launch), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     output = _Output(process.stdout, log_path)
     output.start()

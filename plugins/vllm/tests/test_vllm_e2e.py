@@ -62,8 +62,8 @@ def client(server):
     return OpenAI(base_url=f"http://127.0.0.1:{server['port']}/v1", api_key="sk-e2e", max_retries=0)
 
 
-def complete(client, model) -> str:
-    return client.completions.create(model=model, prompt=PROMPT, max_tokens=TOKENS, temperature=0).choices[0].text
+def complete(client, model, prompt=PROMPT) -> str:
+    return client.completions.create(model=model, prompt=prompt, max_tokens=TOKENS, temperature=0).choices[0].text
 
 
 def lorakit_generate(server, *loras) -> str:
@@ -89,12 +89,14 @@ def test_greedy_text_per_adapter_and_mixture_equals_lorakit_generate(server, cli
 
 
 def test_concurrent_mixed_requests_each_give_their_text_alone(server, client):
+    """fp32: a batch mixing the base, two adapters and a mixture changes nobody's text (no row takes another's LoRA)."""
     names = [server["model"].name, "alpha", "beta", "alpha:0.5+beta:0.5"]
-    alone = {name: complete(client, name) for name in names}
+    keys = [(name, prompt) for prompt in (PROMPT, "Once upon a time") for name in names]
+    alone = {key: complete(client, *key) for key in keys}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        jobs = [(name, pool.submit(complete, client, name)) for name in names * 2]
-        together = [(name, job.result()) for name, job in jobs]
-    assert [(name, text) for name, text in together if text != alone[name]] == []
+        jobs = [(key, pool.submit(complete, client, *key)) for key in keys]
+        together = [(key, job.result()) for key, job in jobs]
+    assert [(key, text) for key, text in together if text != alone[key]] == []
 
 
 def test_unknown_names_and_paths_outside_loras_are_404(server, client):
