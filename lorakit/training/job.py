@@ -69,8 +69,10 @@ def run(request: RunRequest) -> dict | None:
     model_path = resolve_model(params.model)
     if not request.dry_run:
         from lorakit.training.model_setup import check_target_modules, train_loader
+        from lorakit.training.sharding import check_shard
 
         check_target_modules(params, model_path)
+        check_shard(params.shard, params.load_in_4bit, params.load_in_8bit, pick_device(request.cpu))
         train_loader(params, model_path, request.cpu, pick_device(request.cpu))
     tokenizer = load_tokenizer(model_path)
     spec = data_spec(params)
@@ -107,6 +109,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         write_metadata,
     )
     from lorakit.training.params import PARAMS_FILE
+    from lorakit.training.sharding import gather_peaks, import_peft_probes_early, shard_base
     from lorakit.training.trainer import Trainer, TrainingInterrupted
 
     params, output = request.params, request.output
@@ -116,8 +119,14 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
             warn(message)
         info(f"Training on {stats.count} examples ({stats.total_tokens} tokens) from {params.dataset or params.raw_text}.")
         info(f"Loading {model_path}...")
+    if params.shard != "none" and ctx.enabled:
+        import_peft_probes_early()
     session, precision = load_base(params, model_path, request.cpu, device)
     peft_model = attach_lora(session.model, params)
+    sharded = shard_base(peft_model, ctx, params.shard, device)
+    if ctx.is_main and params.shard != "none":
+        info(f"Base sharded with FSDP2 over {ctx.world_size} ranks (LoRA weights and optimizer state replicated)." if sharded
+             else f"--shard {params.shard}: a single process has nothing to shard (launch with torchrun --nproc_per_node=N).")
     params_json = params.to_json(version=__version__, model_path=str(model_path))
 
     aside, created = _prepare_output(output, request.mode) if ctx.is_main else (None, None)
@@ -161,6 +170,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         "precision": precision.name, "device": str(device), "world_size": ctx.world_size,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "rank_fingerprints": result.rank_fingerprints,
+        "shard": params.shard if sharded else "none", "rank_peak_memory": gather_peaks(ctx, device),
     }
     if ctx.is_main:
         tensors = save_final_adapter(output, peft_model)

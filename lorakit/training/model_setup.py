@@ -57,11 +57,12 @@ def train_loader(params: TrainParams, model_path: Path, cpu: bool, device: str):
     """
     from lorakit.loaders.options import LoadOptions
     from lorakit.loaders.registry import backends_that, choose_loader
+    from lorakit.training.sharding import quant_storage_extra
 
     precision = resolve_precision(params.precision, device)
     options = LoadOptions(
         dtype=precision.load_dtype, load_in_8bit=params.load_in_8bit, load_in_4bit=params.load_in_4bit,
-        cpu=cpu, purpose="train",
+        cpu=cpu, purpose="train", extra=quant_storage_extra(params.shard, params.load_in_4bit, precision.load_dtype),
     )
     loader = choose_loader(model_path, options, requested=None if params.loader in ("", "auto") else params.loader)
     if not loader.capabilities.train:

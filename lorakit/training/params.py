@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import UsageError
+from lorakit.training.sharding import SHARD_MODES
 
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_bnb_8bit", "paged_adamw_8bit")
@@ -79,6 +80,7 @@ class TrainParams:
     use_dora: bool = False
     init_lora_weights: str = "default"
     report_to: str = "none"
+    shard: str = "none"
 
     # ---- derived values --------------------------------------------------------------------
     def grad_accumulation(self, world_size: int = 1) -> int:
@@ -209,6 +211,8 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
         raise UsageError(f"unknown precision '{p.precision}'", "choose one of: " + ", ".join(PRECISIONS))
     if p.report_to not in REPORT_TO:
         raise UsageError(f"unknown --report-to '{p.report_to}'", "choose none or tensorboard")
+    if p.shard not in SHARD_MODES:
+        raise UsageError(f"unknown --shard '{p.shard}'", "choose one of: " + ", ".join(SHARD_MODES))
     if str(p.init_lora_weights).lower() not in INIT_METHODS:
         raise UsageError(f"unknown --init-lora-weights '{p.init_lora_weights}'", "choose one of: " + ", ".join(INIT_METHODS))
     if p.rank < 1:
