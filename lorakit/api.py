@@ -25,8 +25,14 @@ Dataset formatters
     :class:`ChatTemplateFormatter`, :func:`shipped_formatters`.
 
 Serving engines
-    :class:`ServeEngine` (what ``register_serve_engines`` expects) and :class:`ServeRequest` (what
-    ``lorakit serve`` hands the chosen engine).
+    :class:`ServeEngine` (what ``register_serve_engines`` expects), :class:`ServeRequest` (what
+    ``lorakit serve`` hands the chosen engine) and :func:`serve_openai` (lorakit's own engine:
+    OpenAI API, continuous batching, adapters per request).
+
+Hub ids
+    :func:`resolve_model` and :func:`resolve_lora`: MODEL / ``--lora`` text (a folder, a name under
+    ``$LORAKIT_HOME``, or a hub id ``ORG/NAME[:REVISION]``, fetched once through the download store)
+    -> the folder on disk.
 
 Errors and output
     :class:`LorakitError` and its subclasses (``message`` + ``hint``, shown as one line);
@@ -42,6 +48,7 @@ from lorakit.errors import (
     PluginError,
     UsageError,
 )
+from lorakit.hub.resolve import resolve_lora, resolve_model
 from lorakit.loaders.capabilities import Availability, Capabilities
 from lorakit.loaders.devices import pick_device, torch_dtype
 from lorakit.loaders.options import LoadOptions
@@ -50,6 +57,7 @@ from lorakit.loaders.pretrained import load_pretrained
 from lorakit.loaders.session import ActionReport, AttachedLora, Loader, Session
 from lorakit.output.quiet import quiet_libraries, silenced_stdout
 from lorakit.serving.engines import ServeEngine, ServeRequest
+from lorakit.serving.server import serve as serve_openai
 from lorakit.store.adapters import AdapterInfo
 from lorakit.store.gptq_checkpoint import (
     GPTQSettings,
@@ -66,5 +74,5 @@ __all__ = [
     "ChatTemplateFormatter", "FormatFileFormatter", "Formatter", "GPTQSettings", "LoadOptions", "Loader",
     "LorakitError", "ModelNotFound", "PeftSession", "PluginError", "Rendered", "RowError", "ServeEngine", "ServeRequest", "Session", "UsageError",
     "hookimpl", "is_gptq_checkpoint", "load_pretrained", "pick_device", "quiet_libraries", "read_gptq_settings",
-    "refuse_bitsandbytes", "shipped_formatters", "silenced_stdout", "torch_dtype",
+    "refuse_bitsandbytes", "resolve_lora", "resolve_model", "serve_openai", "shipped_formatters", "silenced_stdout", "torch_dtype",
 ]

@@ -17,11 +17,15 @@ from lorakit.errors import LorakitError
 
 CORE_COMMANDS = {
     "download": ("lorakit.commands.download", "download", "Download adapters and models from the Hugging Face hub."),
+    "convert": ("lorakit.commands.convert", "convert", "Convert a legacy adapter (adapter_model.bin, 2023 config) to safetensors."),
+    "upload": ("lorakit.commands.upload", "upload", "Upload an adapter with a generated model card to the Hugging Face hub."),
     "apply": ("lorakit.commands.apply", "apply", "Load a base model and attach LoRAs (interactive session with -i)."),
     "train": ("lorakit.commands.train", "train", "Train a LoRA on a formatted, chat or raw-text dataset."),
     "eval": ("lorakit.commands.eval", "eval_command", "Perplexity of the base and LoRAs on identical tokens."),
     "merge": ("lorakit.commands.merge", "merge", "Merge LoRAs into the base or combine adapters; export."),
+    "chat": ("lorakit.commands.chat", "chat", "Chat with a model and LoRAs, in process or with a server (--url)."),
     "generate": ("lorakit.commands.generate", "generate", "Generate text with zero or more LoRAs attached."),
+    "serve": ("lorakit.commands.serve", "serve", "Serve the base and LoRAs (mixed per request) over the OpenAI API."),
     "loaders": ("lorakit.commands.loaders", "loaders", "List loader backends and their LoRA capabilities."),
     "plugins": ("lorakit.commands.plugins", "plugins", "List installed plugins and the hooks they implement."),
 }

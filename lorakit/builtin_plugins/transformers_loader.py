@@ -42,6 +42,8 @@ class TransformersLoader(Loader):
         precisions=("fp32", "bf16", "fp16"),
         quantizations=("8bit", "4bit"),
         devices=("cpu", "cuda", "mps"),
+        serve_per_request=True,
+        serve_mixed_batch=True,
         notes="bitsandbytes 8-bit/4-bit needs the bitsandbytes package",
     )
     requires = ("torch", "transformers", "peft")

@@ -8,18 +8,21 @@ import click
 
 from lorakit.commands.options import (
     build_load_options,
+    build_sampling,
     load_options,
     lora_option,
     model_argument,
+    sampling_options,
 )
 
 
 @click.command()
 @model_argument
 @lora_option
-@click.option("--interactive", "-i", is_flag=True, help="Open a session: add, remove, weight, list, generate, probe.")
+@click.option("--interactive", "-i", is_flag=True, help="Open a session: add, remove, weight, list, generate (chat turns), probe.")
 @click.option("--no-probe", is_flag=True, help="Skip measuring whether each LoRA changes the output.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was attached and measured as JSON on stdout.")
+@sampling_options
 @load_options
 def apply(model, loras, interactive, no_probe, as_json, loader_name, **kwargs):
     """Attach LoRAs to MODEL through a loader backend, honouring its capabilities.
@@ -37,6 +40,7 @@ def apply(model, loras, interactive, no_probe, as_json, loader_name, **kwargs):
     from lorakit.inference.planning import open_session
     from lorakit.output.console import info, warn
 
+    settings = build_sampling(kwargs)  # used by -i's generate; checked first either way
     options = build_load_options(kwargs)
     session, plan = open_session(model, loras, loader_name, options)
     effects = []
@@ -55,7 +59,7 @@ def apply(model, loras, interactive, no_probe, as_json, loader_name, **kwargs):
     if interactive:
         from lorakit.inference.interactive import InteractiveSession
 
-        InteractiveSession(session).run()
+        InteractiveSession(session, settings).run()
     elif not as_json:
         info(summary(plan, session, probed=bool(effects)))
         info("Nothing stays loaded once apply exits: add -i for a session, or pass the same --lora to generate, eval or merge.")

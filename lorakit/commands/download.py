@@ -22,8 +22,10 @@ from lorakit.store import home
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="Files downloaded in parallel.")
 @click.option("--check", is_flag=True, help="Re-verify an existing download against its lorakit_download.json and name any changed file.")
 @click.option("--force", is_flag=True, help="Replace an existing folder whose content differs.")
+@click.option("--convert", is_flag=True, help="Convert a legacy adapter (adapter_model.bin, 2023 config keys) once downloaded, as `lorakit convert` does.")
+@click.option("--allow-pickle", is_flag=True, help="With --convert: read adapter_model.bin (torch.load with weights_only=True).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was downloaded (paths, sizes, sha256) as JSON on stdout.")
-def download(repo, revision, include, exclude, output, token, threads, check, force, as_json):
+def download(repo, revision, include, exclude, output, token, threads, check, force, convert, allow_pickle, as_json):
     """Download an adapter or a model from the Hugging Face hub.
 
     \b
@@ -40,6 +42,7 @@ def download(repo, revision, include, exclude, output, token, threads, check, fo
       lorakit download tloen/alpaca-lora-7b
       lorakit download org/model:v2 --include "*.safetensors" --include "*.json"
       lorakit download tloen/alpaca-lora-7b --check
+      lorakit download tloen/alpaca-lora-7b --convert --allow-pickle
     """
     from lorakit.hub.repo_ref import parse_repo_ref
 
@@ -64,7 +67,22 @@ def download(repo, revision, include, exclude, output, token, threads, check, fo
         raise
     except Exception as error:  # library and OS errors become one line, token scrubbed
         raise scrubbed(translate(error, context), settings.secrets) from error
+    if convert:
+        _convert(result, allow_pickle)
     _report(result, as_json)
+
+
+def _convert(result, allow_pickle: bool) -> None:
+    from lorakit.commands.convert import summary_lines
+    from lorakit.output.console import err_console
+    from lorakit.store.legacy import convert_adapter, needs_conversion
+
+    if result.kind != "adapter":
+        raise LorakitError(f"--convert: {result.ref.display()} is a model, not an adapter", "convert applies to adapters only")
+    for folder in result.adapter_dirs or [result.target]:
+        if needs_conversion(folder):
+            for line in summary_lines(convert_adapter(folder, allow_pickle)):
+                err_console().print(line, markup=False)
 
 
 def _display_name(target: Path, base: Path) -> str:
@@ -87,11 +105,13 @@ def next_command(result) -> str:
         base = str(json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
     except (OSError, ValueError, AttributeError):
         pass
+    from lorakit.store.legacy import live_base, needs_conversion
+
+    base = live_base(base)  # a base that left the hub is named where it lives now
     line = f"lorakit generate {shlex.quote(base) + ' ' if base else ''}--lora {shlex.quote(lora)} --prompt 'Hello'"
-    looks_like_repo = base and "/" in base and not base.startswith((".", "/", "~")) and not Path(base).exists()
-    if looks_like_repo and not (home.models_dir() / home.folder_name_for_repo(base)).is_dir():
-        line = f"lorakit download {shlex.quote(base)} && {line}"
-    return line
+    if needs_conversion(folder):
+        line = f"lorakit convert {shlex.quote(lora)} --allow-pickle && {line}"
+    return line  # a base given as a hub id is fetched by generate itself on first use
 
 
 def _report(result, as_json: bool) -> None:

@@ -24,13 +24,17 @@ OPTIONS = [
     _opt("--format", help="Format: alpaca, alpaca-chatbot, chatml, llama2-chat, vicuna, a format-file path, or a plugin's name (default: guessed from the rows)."),
     _opt("--raw-text", help="A .txt file or a folder of them, cut into --cutoff-len token windows."),
     _opt("--eval-dataset", help="Rows to compute an evaluation loss on every --eval-steps steps."),
+    _opt("--val-set-size", type=float, default=D.val_set_size, metavar="N|FRACTION",
+         help="Hold out N examples (or a fraction such as 0.05) of the data, seeded by --seed, as the evaluation set (0 = none)."),
     _opt("--rank", type=int, default=D.rank, help="LoRA rank r."),
     _opt("--alpha", type=float, default=D.alpha, help="LoRA alpha (scale = alpha / rank)."),
     _opt("--dropout", type=float, default=D.dropout, help="LoRA dropout."),
     _opt("--target-modules", default=",".join(D.target_modules), help="Comma-separated projections, or all-linear."),
     _opt("--learning-rate", type=float, default=D.learning_rate),
+    _opt("--weight-decay", type=float, default=D.weight_decay, help="Weight decay of the optimizer (decoupled for AdamW)."),
     _opt("--scheduler", default=D.scheduler, help="One of: " + ", ".join(SCHEDULERS) + "."),
     _opt("--epochs", type=float, default=D.epochs, help="Passes over the data (fractions allowed)."),
+    _opt("--max-steps", type=int, default=D.max_steps, help="Train exactly this many optimizer steps, cycling through epochs (0 = set by --epochs)."),
     _opt("--micro-batch-size", type=int, default=D.micro_batch_size, help="Examples per forward pass (packed into one row, no padding)."),
     _opt("--batch-size", type=int, default=D.batch_size, help="Examples per optimizer step; accumulation = batch / micro batch."),
     _opt("--warmup-steps", type=int, default=D.warmup_steps, help="Warm-up length in micro-batches, as in text-generation-webui."),
@@ -45,6 +49,13 @@ OPTIONS = [
     _opt("--stop-at-loss", type=float, default=D.stop_at_loss, help="Stop once the step loss falls below this (0 = never)."),
     _opt("--eval-steps", type=int, default=D.eval_steps, help="Evaluate every N optimizer steps (with --eval-dataset)."),
     _opt("--save-steps", type=int, default=D.save_steps, help="Write checkpoint-N every N optimizer steps (0 = only on Ctrl-C)."),
+    _opt("--load-best/--no-load-best", default=D.load_best,
+         help="Checkpoint every new lowest evaluation loss and save that checkpoint's weights as the adapter."),
+    _opt("--early-stopping-patience", type=int, default=D.early_stopping_patience, metavar="N",
+         help="Stop after N evaluations without a lower evaluation loss (0 = never)."),
+    _opt("--gradient-checkpointing/--no-gradient-checkpointing", default=D.gradient_checkpointing,
+         help="Recompute each layer's activations in the backward (non-reentrant): far less memory, about a third more compute. "
+              "Off by default; a GPU run wants it when the activations do not fit (the run says so)."),
     _opt("--seed", type=int, default=D.seed),
     _opt("--precision", default=D.precision, help="auto (bf16 autocast where the CPU/GPU runs bf16 natively, else fp32), fp32, bf16 or fp16."),
     _opt("--load-in-8bit", is_flag=True, help="Load the base in 8-bit (bitsandbytes)."),
@@ -53,7 +64,9 @@ OPTIONS = [
     _opt("--use-rslora", is_flag=True, help="Rank-stabilised LoRA (scale alpha / sqrt(rank))."),
     _opt("--use-dora", is_flag=True, help="Weight-decomposed LoRA (DoRA)."),
     _opt("--init-lora-weights", default=D.init_lora_weights, help="One of: " + ", ".join(INIT_METHODS) + "."),
-    _opt("--report-to", default=D.report_to, help="none or tensorboard (logs under OUTPUT/runs)."),
+    _opt("--report-to", default=D.report_to,
+         help="none, or tensorboard, wandb, mlflow (comma-separated; optional extras). TensorBoard logs to OUTPUT/runs, W&B to OUTPUT/wandb "
+              "(WANDB_MODE=offline works), MLflow to $MLFLOW_TRACKING_URI or OUTPUT/mlruns."),
     _opt("--shard", default=D.shard, help="Under torchrun: fsdp2 shards the frozen base over the ranks with PyTorch FSDP2 "
          "(LoRA weights and optimizer state stay replicated); none = every rank holds the whole base."),
     _opt("--copy-from", metavar="LORA", help="Start from the saved parameters of an existing LoRA (flags still override)."),
@@ -92,8 +105,6 @@ def train(ctx: click.Context, model, **flags):
       lorakit train --name novel --resume
       torchrun --nproc_per_node=2 -m lorakit train --name facts --dataset data.json
     """
-    import importlib.util
-
     from lorakit.errors import UsageError
     from lorakit.training import job
     from lorakit.training import params as P
@@ -133,8 +144,9 @@ def train(ctx: click.Context, model, **flags):
             f"({previous.structural()[changed]} in its checkpoints, {params.structural()[changed]} now)",
             "resume with the same rank and target modules, or start again with --overwrite",
         )
-    if params.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise UsageError("--report-to tensorboard needs the tensorboard package", "pip install tensorboard, or use --report-to none")
+    from lorakit.training.trackers import check_available
+
+    check_available(params.trackers())
 
     request = job.RunRequest(params, output, mode, cpu=flags["cpu"], dry_run=flags["dry_run"], json_out=flags["as_json"])
     summary = job.run(request)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 from lorakit.errors import UsageError
-from lorakit.store.lora_spec import parse_lora, refuse_repeats, resolve_lora_path
+from lorakit.hub.resolve import resolve_lora
+from lorakit.store.lora_spec import parse_lora, refuse_repeats
 
 BASE = "base"
 
@@ -65,7 +66,7 @@ class _Refs:
         self.items: list[LoraRef] = []
 
     def add(self, typed: str, weight: float = 1.0) -> LoraRef:
-        path = resolve_lora_path(typed)
+        path = resolve_lora(typed)
         for ref in self.items:
             if ref.key == str(path.resolve()):
                 return ref

@@ -109,3 +109,12 @@ def log_read() -> list[dict]:
         return []
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def rows_for_adapter(folder: Path) -> list[dict]:
+    """The log's rows that evaluated exactly this adapter (alone, by content hash), oldest first."""
+    try:
+        digest = adapter_hash(folder)[:16]
+        return [row for row in log_read() if row.get("adapter_hash") == digest]
+    except (OSError, ValueError, csv.Error):
+        return []  # the card then says no evaluation was recorded

@@ -82,7 +82,7 @@ def precision_text(options: LoadOptions) -> tuple[str, str]:
 class Run:
     def __init__(self, request: EvalRequest):
         from lorakit.loaders.registry import check_loader_name, check_lora_plan, choose_loader
-        from lorakit.store.models import resolve_model
+        from lorakit.hub.resolve import resolve_model
 
         self.request = request
         if request.max_length is not None and request.stride is not None:

@@ -86,10 +86,16 @@ def natural_key(path: Path) -> list:
 
 
 def resolve_dataset(path_text: str, text_field: str | None = None, fmt: str | None = None, add_eos: bool = False, score_after: str | None = None) -> DatasetRef:
+    from lorakit.hub.dataset_source import TABLE_SUFFIXES, dataset_rows_file
+
     path = Path(path_text).expanduser().absolute()
     field_name = text_field or DEFAULT_TEXT_FIELD
+    if not path.exists() or (path.is_file() and path.suffix.lower() in TABLE_SUFFIXES):
+        rows_file = dataset_rows_file(path_text)  # parquet/CSV or a hub dataset -> JSON Lines rows
+        path = rows_file.absolute() if rows_file else path
     if not path.exists():
-        raise UsageError(f"dataset '{path_text}' not found", "pass a .txt file, a folder of .txt files, or a JSON/JSONL file")
+        raise UsageError(f"dataset '{path_text}' not found",
+                         "pass a .txt file, a folder of .txt files, a JSON/JSONL/parquet/CSV file, or a hub dataset ORG/NAME[@CONFIG][:SPLIT]")
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".txt"), key=natural_key)
         if not files:

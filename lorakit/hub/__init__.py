@@ -10,9 +10,13 @@ Small modules, each with one job:
 - ``retry``      transient errors retried with exponential backoff
 - ``progress``   rich bars per file and overall on stderr (fed through ``tqdm_class``)
 - ``integrity``  sha256 / git blob hashes, the ``lorakit_download.json`` record and ``--check``
-- ``install``    target folder, what is already there, disk space, atomic copy into place
+- ``install``    target folder, what is already there, disk space, links into the HF cache put in place atomically
 - ``pipeline``   the steps in order: ``download_repo`` and ``check_download``
-- ``hub_errors`` library errors -> one actionable line, with the token scrubbed out
+- ``hub_errors`` library errors -> one actionable line, with the token scrubbed out; what is transient
+- ``resolve``    hub ids as MODEL / ``--lora``: local first, else fetched once through ``download_repo``
+- ``upload``     ``lorakit upload``: the adapter, its records and the model card in one commit
+- ``model_card`` the generated ``README.md`` (also written by ``train``), and the base's hub id recorded
+- ``dataset_source`` ``--dataset`` from parquet/CSV files or hub datasets, as JSON Lines rows
 
 Nothing here imports torch; huggingface_hub is imported inside functions.
 """

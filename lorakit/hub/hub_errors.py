@@ -42,7 +42,11 @@ class ErrorContext:
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
-    """Network-level failures of whichever HTTP library this huggingface_hub uses (httpx2 in 2.x)."""
+    """Network-level failures of whichever HTTP library this huggingface_hub uses (httpx2 in 2.x).
+
+    Timeouts and cut transfers among them are transient; a DNS failure or a refused connection is not
+    (``is_unreachable``), and is reported at once.
+    """
     found: list[type[BaseException]] = [ConnectionError, TimeoutError]
     for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError"), ("requests", "Timeout")):
         try:
@@ -50,6 +54,29 @@ def transport_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             pass
     return tuple(found)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """A DNS failure or a refused connection: retrying in a second will not change it."""
+    for module in ("httpx2", "httpx"):
+        try:
+            connect_error = getattr(__import__(module), "ConnectError")
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(error, connect_error):
+            return True
+    return isinstance(error, (ConnectionRefusedError, ConnectionResetError)) or "Name or service not known" in str(error)
+
+
+def retry_after(error: BaseException) -> float | None:
+    """Seconds a 429 (or 503) answer asked us to wait, from its ``Retry-After`` header (delay-seconds form)."""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        value = next((headers[key] for key in headers if key.lower() == "retry-after"), None)
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def status_code(error: BaseException) -> int | None:
@@ -65,6 +92,8 @@ def is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, HfHubHTTPError):
         return status_code(error) in TRANSIENT_STATUS
+    if is_unreachable(error):
+        return False
     if isinstance(error, transport_errors()):
         return True
     # huggingface_hub raises a plain OSError when fewer bytes arrived than announced.

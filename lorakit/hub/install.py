@@ -1,9 +1,13 @@
 """Where a download lands, what is already there, and putting the verified files in place atomically.
 
-The files are copied from the HF cache into a temporary folder beside the target, the record is written,
-and the folder is renamed into place: the target never holds a partial download, and an existing folder
-is replaced only after the new one is complete. Copies, not hard links: a tool that rewrites a weight
-file in place (``save_pretrained`` into the same folder) would otherwise silently change the cache's copy.
+One copy on disk: the target folder (``models/ORG_NAME``, ``loras/ORG_NAME``, the webui's layout) holds
+a symbolic link per file into the HF cache snapshot, plus lorakit's own record (a real file). The
+links are made in a temporary folder beside the target, the record is written, and the folder is
+renamed into place: the target never holds a partial download, and an existing folder is replaced only
+after the new one is complete. Where the file system cannot link (some network or Windows drives),
+the files are copied instead and the download says so. lorakit itself never writes through these
+links (it writes to a temporary name and renames, which replaces the link, not the cached file);
+``--check`` re-hashes through them, so a file changed in the cache is still caught.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from pathlib import Path
 
 from lorakit.errors import LorakitError
 from lorakit.hub.hub_errors import disk_error
-from lorakit.hub.integrity import hash_file, mismatch, read_record, write_record
+from lorakit.hub.integrity import converted_entries, hash_file, mismatch, read_record, write_record
 from lorakit.hub.listing import RemoteFile, RepoSnapshot
 from lorakit.hub.progress import human_size
 from lorakit.hub.repo_ref import RepoRef
 from lorakit.hub.selection import RECORD_FILE
 from lorakit.store import home
 from lorakit.store.atomic import atomic_folder
+from lorakit.store.legacy import CONVERT_RECORD
 
 DISK_MARGIN = 16 * 1024 * 1024  # keep a little room for the record and the file system's own needs
 
@@ -33,7 +38,7 @@ def default_target(ref: RepoRef, kind: str) -> Path:
 
 @dataclass(frozen=True)
 class Existing:
-    state: str  # absent | empty | same | different
+    state: str  # absent | empty | same | stale (our links dangle) | different
     reason: str = ""
 
 
@@ -56,10 +61,17 @@ def inspect_existing(target: Path, snapshot: RepoSnapshot, files: list[RemoteFil
     wanted = {f.path for f in files}
     if recorded != wanted:
         return Existing("different", "it holds another selection of files (--include/--exclude)")
-    on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()} - {RECORD_FILE}
+    converted = converted_entries(target)  # what `lorakit convert` wrote is part of this download now
+    on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink()}
+    on_disk -= {RECORD_FILE, CONVERT_RECORD} | (set(converted) - wanted)
     if on_disk != wanted:
         return Existing("different", f"it has files that are not part of the download ({', '.join(sorted(on_disk - wanted)[:3])})")
+    dangling = sorted(p for p in wanted if (target / p).is_symlink() and not (target / p).exists())
+    if dangling:
+        # lorakit's own download of this very commit, whose cached files were deleted: safe to refill.
+        return Existing("stale", f"its links into the HF cache point at files the cache no longer holds ({', '.join(dangling[:3])})")
     by_path = {e["path"]: e for e in record["files"]}
+    by_path.update(converted)
     for remote in files:
         expected = RemoteFile(remote.path, by_path[remote.path].get("size"), by_path[remote.path].get("sha256"))
         why = mismatch(hash_file(target / remote.path), expected)
@@ -86,6 +98,22 @@ def ensure_writable(target: Path) -> None:
         raise disk_error(error, parent) from error
 
 
+def links_unsupported(folder: Path) -> str | None:
+    """Why symbolic links cannot be made in ``folder`` (None when they can): decides link or copy."""
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".lorakit-link-probe-", dir=folder))
+    except OSError as error:
+        return f"{type(error).__name__}: {error}"
+    try:
+        (probe / "file").write_bytes(b"")
+        os.symlink(probe / "file", probe / "link")
+        return None
+    except (OSError, NotImplementedError) as error:
+        return f"{type(error).__name__}: {error.strerror or error}" if isinstance(error, OSError) else str(error)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 def ensure_disk_space(needs: list[tuple[Path, int]]) -> None:
     """``needs``: (folder, bytes) pairs; folders on the same device add up."""
     by_device: dict[int, tuple[Path, int]] = {}
@@ -103,14 +131,18 @@ def ensure_disk_space(needs: list[tuple[Path, int]]) -> None:
             )
 
 
-def install(target: Path, sources: dict[str, Path], record: dict, replace: bool, validate=None) -> None:
-    """Copy ``sources`` ({path in repo: file}) into a temporary folder, write the record, rename into ``target``."""
+def install(target: Path, sources: dict[str, Path], record: dict, replace: bool, validate=None, link: bool = True) -> None:
+    """Link (or copy) ``sources`` ({path in repo: file in the HF cache}) into a temporary folder, write
+    the record, rename into ``target``."""
     try:
         with atomic_folder(target, replace=replace) as staging:
             for relative, source in sorted(sources.items()):
                 destination = staging / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, destination)
+                if link:
+                    os.symlink(Path(source).absolute(), destination)
+                else:
+                    shutil.copyfile(source, destination)
             write_record(staging, record)
             if validate is not None:
                 validate(staging)

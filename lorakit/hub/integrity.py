@@ -93,6 +93,13 @@ def read_record(folder: Path) -> dict | None:
     return data
 
 
+def hub_origin(model_folder: Path) -> tuple[str, str | None] | None:
+    """(repo id, commit) when ``model_folder`` is a ``lorakit download`` of a hub repository."""
+    record = read_record(Path(model_folder))
+    repo_id = record.get("repo_id") if record else None
+    return (repo_id, record.get("commit")) if isinstance(repo_id, str) and repo_id else None
+
+
 @dataclass(frozen=True)
 class FileCheck:
     path: str
@@ -100,8 +107,29 @@ class FileCheck:
     detail: str = ""
 
 
+def converted_entries(folder: Path) -> dict[str, dict]:
+    """Files ``lorakit convert`` rewrote or added in a download folder ({path: entry}): they are checked
+    against the conversion's record instead of the hub's."""
+    from lorakit.store.legacy import CONVERT_RECORD
+
+    try:
+        data = json.loads((Path(folder) / CONVERT_RECORD).read_text(encoding="utf-8"))
+        return {e["path"]: e for e in data.get("files", []) if isinstance(e, dict) and "path" in e}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def effective_entries(folder: Path, record: dict) -> list[dict]:
+    """The record's files as they should be now: the hub's, overridden by what a conversion wrote."""
+    entries = {e["path"]: e for e in record["files"] if isinstance(e, dict) and "path" in e}
+    entries.update(converted_entries(folder))
+    return [entries[path] for path in sorted(entries)]
+
+
 def _check_one(folder: Path, entry: dict) -> FileCheck:
     path = folder / entry["path"]
+    if path.is_symlink() and not path.exists():
+        return FileCheck(entry["path"], "missing", "its link points into the HF cache, which no longer holds it")
     if not path.is_file():
         return FileCheck(entry["path"], "missing", "no longer there")
     why = mismatch(hash_file(path), RemoteFile(entry["path"], entry.get("size"), entry.get("sha256")))
@@ -110,10 +138,12 @@ def _check_one(folder: Path, entry: dict) -> FileCheck:
 
 def check_folder(folder: Path, record: dict, threads: int = 4) -> list[FileCheck]:
     """Compare every recorded file with what is on disk; files the record does not know are 'extra'."""
-    entries = [e for e in record["files"] if isinstance(e, dict) and "path" in e]
+    from lorakit.store.legacy import CONVERT_RECORD
+
+    entries = effective_entries(folder, record)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # hashlib releases the GIL on large reads
         results = list(pool.map(lambda e: _check_one(folder, e), entries))
-    known = {e["path"] for e in entries} | {RECORD_FILE}
+    known = {e["path"] for e in entries} | {RECORD_FILE, CONVERT_RECORD}
     for root, _dirs, names in os.walk(folder):
         for name in names:
             relative = (Path(root) / name).relative_to(folder).as_posix()

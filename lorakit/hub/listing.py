@@ -95,8 +95,12 @@ def fetch_snapshot(ref: RepoRef, settings: HubSettings) -> RepoSnapshot:
     return snapshot
 
 
+class NotInCache(LorakitError):
+    """Offline, and the cache lacks what was asked for (callers may name what it holds instead)."""
+
+
 def _offline_error(ref: RepoRef, settings: HubSettings, what: str) -> LorakitError:
-    return LorakitError(
+    return NotInCache(
         f"HF_HUB_OFFLINE=1 and {ref.display()} is not in the Hugging Face cache at {settings.cache_dir} ({what})",
         "unset HF_HUB_OFFLINE to download it, or set HF_HUB_CACHE to the cache that holds it",
     )

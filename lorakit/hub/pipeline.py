@@ -13,6 +13,7 @@ from lorakit.hub.install import (
     ensure_writable,
     inspect_existing,
     install,
+    links_unsupported,
 )
 from lorakit.hub.integrity import (
     FileCheck,
@@ -24,6 +25,7 @@ from lorakit.hub.integrity import (
 from lorakit.hub.listing import (
     RemoteFile,
     RepoSnapshot,
+    NotInCache,
     cached_snapshot,
     fetch_snapshot,
     record_ref,
@@ -49,6 +51,7 @@ class DownloadOptions:
     output: Path | None = None
     threads: int = 4
     force: bool = False
+    expect_kind: str | None = None  # "adapter" or "model": a repository of the other kind is refused before fetching
 
 
 @dataclass
@@ -130,6 +133,10 @@ def download_repo(ref: RepoRef, options: DownloadOptions, settings: HubSettings,
         patterns = " ".join([f"--include {p}" for p in options.include] + [f"--exclude {p}" for p in options.exclude])
         raise LorakitError(f"nothing to download from {ref.display()}: no file matches {patterns or 'the patterns'}", f"the repository has: {names}")
     kind = "adapter" if is_adapter_repo(snapshot.files) else "model"
+    if options.expect_kind and kind != options.expect_kind:
+        wanted = "an adapter (no adapter_config.json)" if options.expect_kind == "adapter" else "a model (it holds adapter_config.json)"
+        other = "--lora" if options.expect_kind == "model" else "MODEL"
+        raise LorakitError(f"{ref.display()} is not {wanted}", f"pass it as {other} instead")
     target = Path(options.output).expanduser() if options.output else default_target(ref, kind)
     if target.exists() and not target.is_dir():
         raise LorakitError(f"{target} is a file, not a folder", "choose another --output")
@@ -146,15 +153,19 @@ def download_repo(ref: RepoRef, options: DownloadOptions, settings: HubSettings,
         )
     if settings.offline:
         missing = [f.path for f in selection.files if not cache_pointer(settings, snapshot, f.path).exists()]
+        if missing and existing.state == "stale":
+            raise NotInCache(f"{target} is a download of {ref.display()} but {existing.reason}", "unset HF_HUB_OFFLINE to fetch them again")
         if missing:
-            raise LorakitError(
+            raise NotInCache(
                 f"HF_HUB_OFFLINE=1 and {len(missing)} of {len(selection.files)} files of {ref.display()} are not in the Hugging Face cache: {', '.join(missing[:5])}",
                 "unset HF_HUB_OFFLINE to download them",
             )
 
     ensure_writable(target)
+    no_links = links_unsupported(target.parent)
     uncached = sum(f.size or 0 for f in selection.files if not cache_pointer(settings, snapshot, f.path).exists())
-    ensure_disk_space([(settings.cache_dir, uncached), (target.parent, selection.total_size)])
+    # One copy on disk: linked files cost the target nothing; copies (links impossible) cost them all.
+    ensure_disk_space([(settings.cache_dir, uncached), (target.parent, selection.total_size if no_links else 0)])
 
     sizes = {f.path: f.size for f in selection.files}
     with DownloadBoard(sizes, console) as board:
@@ -164,13 +175,16 @@ def download_repo(ref: RepoRef, options: DownloadOptions, settings: HubSettings,
     record_ref(settings, snapshot)
 
     warnings: list[str] = []
+    if no_links:
+        warnings.append(f"symbolic links cannot be made in {target.parent} ({no_links}): the files were copied out of the HF cache, so they take disk space twice")
     record = make_record(
         repo_id=ref.repo_id, revision=ref.revision, commit=snapshot.commit, endpoint=_public_endpoint(settings.endpoint),
         kind=kind, files={p: f.hashes for p, f in fetched.items()}, remote={p: f.remote for p, f in fetched.items()},
         skipped=selection.skipped, offline=settings.offline,
     )
     validate = _validator(selection, target, warnings) if kind == "adapter" else None
-    install(target, {p: f.local for p, f in fetched.items()}, record, replace=existing.state != "absent", validate=validate)
+    record["storage"] = "copied from the HF cache" if no_links else "links into the HF cache"
+    install(target, {p: f.local for p, f in fetched.items()}, record, replace=existing.state != "absent", validate=validate, link=not no_links)
     unverified = sorted(p for p, f in fetched.items() if not is_verifiable(f.remote))
     if unverified:
         warnings.append(f"the hub gave no checksum for {len(unverified)} files ({', '.join(unverified[:3])}): their sha256 is recorded but was not checked")

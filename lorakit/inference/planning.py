@@ -9,20 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lorakit.hub.resolve import resolve_lora, resolve_model
 from lorakit.loaders.options import LoadOptions
 from lorakit.loaders.registry import check_loader_name, check_lora_plan, choose_loader
 from lorakit.loaders.session import Loader, Session
 from lorakit.output.console import info, warn
 from lorakit.store.adapter_checks import check_finite
 from lorakit.store.adapters import AdapterInfo, read_adapter
+from lorakit.store.legacy import LEGACY_KEYS
 from lorakit.store.lora_spec import (
     LoraSpec,
     display_name,
     parse_loras,
     refuse_repeats,
-    resolve_lora_path,
 )
-from lorakit.store.models import resolve_model
 from lorakit.store.preflight import check_adapter_fits
 
 
@@ -47,6 +47,10 @@ class Plan:
 def _planned(spec: LoraSpec, path: Path, options: LoadOptions, used: set[str]) -> PlannedLora:
     adapter = read_adapter(path, allow_pickle=options.allow_pickle)
     name = display_name(spec, path)
+    if adapter.is_pickle or LEGACY_KEYS.keys() & adapter.config.keys():
+        # Said once, in lorakit's words (PEFT's own "Unexpected keyword arguments" warning is filtered).
+        warn(f"'{spec.name}' is a legacy adapter ({'pickle weights' if adapter.is_pickle else 'old config keys'}): "
+             f"`lorakit convert {spec.name}{' --allow-pickle' if adapter.is_pickle else ''}` rewrites it for the fast path")
     base, suffix = name, 2
     while name in used:
         name, suffix = f"{base}-{suffix}", suffix + 1
@@ -57,7 +61,7 @@ def _planned(spec: LoraSpec, path: Path, options: LoadOptions, used: set[str]) -
 def plan_loras(lora_texts, options: LoadOptions, taken=()) -> list[PlannedLora]:
     """``--lora NAME[:WEIGHT]`` texts -> adapters found and read (names unique, also against ``taken``)."""
     used = set(taken)
-    found = [(spec, resolve_lora_path(spec.name)) for spec in parse_loras(lora_texts)]
+    found = [(spec, resolve_lora(spec.name)) for spec in parse_loras(lora_texts)]
     refuse_repeats([(spec.name, path) for spec, path in found])
     return [_planned(spec, path, options, used) for spec, path in found]
 

@@ -25,6 +25,10 @@ class Capabilities:
     precisions: tuple[str, ...] = ("fp32",)
     quantizations: tuple[str, ...] = ()
     devices: tuple[str, ...] = ("cpu",)
+    serve_per_request: bool = False
+    """``lorakit serve`` can apply a different adapter (or mixture) per request without reloading."""
+    serve_mixed_batch: bool = False
+    """Requests for different adapters (and the base) can share one forward pass."""
     notes: str = ""
 
     def to_dict(self) -> dict:

@@ -4,9 +4,16 @@ Format (llama.cpp ``convert_lora_to_gguf.py``): ``general.type = adapter``, ``ad
 ``adapter.lora.alpha``; tensors ``<gguf name>.lora_a`` (numpy [r, in]) and ``.lora_b`` ([out, r]).
 llama.cpp scales each pair by ``alpha / r`` (r from the tensor), or by 1 when alpha is 0.
 
-Two details: llama.cpp's Llama GGUFs store q/k rows in Meta's interleaved rotary order, so ``lora_b``
-of q and k gets the same row permutation as the base; embedding LoRAs are transposed into a pair
-whose ``lora_b`` rows are indexed by token. One adapter at weight 1 keeps its A, B and alpha as they
+Which models: every family whose HF class llama.cpp's ``convert_hf_to_gguf.py`` registers and whose
+tensors lorakit maps (``lorakit/store/families.py``): Llama, Mistral and Mixtral (converted as
+``llama``), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, Gemma 2, Gemma 3 and Phi-3 (fused ``attn_qkv`` and
+``ffn_up``, kept fused as llama.cpp keeps them). Other models are refused in one line.
+
+Details that follow the converter: llama-type GGUFs (``LlamaModel.undo_permute``) store q/k rows in
+Meta's interleaved rotary order, so ``lora_b`` of q and k gets the same row permutation as the base
+there, and nowhere else; embedding LoRAs are transposed into a pair whose ``lora_b`` rows are indexed
+by token; LoRAs on fused expert weights (PEFT ``target_parameters``) are refused, as the converter
+takes only ``lora_A``/``lora_B`` of modules. One adapter at weight 1 keeps its A, B and alpha as they
 are; several (or a weight, rsLoRA, alpha_pattern) are concatenated with each pair's scale folded into
 ``lora_b`` and alpha 0, which is exact.
 """
@@ -19,16 +26,29 @@ from lorakit.errors import LorakitError
 from lorakit.merging.lora_weights import LoadedLora, ModuleLora
 from lorakit.merging.meta_export import permute, unpermute
 from lorakit.store.adapters import module_path_candidates
+from lorakit.store.families import FAMILIES, Family, describe, family_of
 
-SUPPORTED = {"LlamaForCausalLM": "LLAMA"}
+SUPPORTED = {architecture: family.llama_cpp for family in FAMILIES if family.llama_cpp for architecture in family.architectures}
+"""HF architecture -> llama.cpp architecture (``gguf.MODEL_ARCH`` member) for ``--format gguf-lora``."""
+
+
+def gguf_family(config: dict, label: str) -> Family:
+    """The model's family if llama.cpp takes LoRAs for it, else one line naming why not."""
+    family = family_of(config)
+    if family is None or not family.llama_cpp:
+        reason = family.no_gguf_reason if family else "lorakit maps llama.cpp tensor names for " + ", ".join(sorted(SUPPORTED))
+        raise LorakitError(f"--format gguf-lora cannot export for {label}, a {describe(config)}: {reason}", "use --format hf to merge instead")
+    return family
 
 
 def _arch(config: dict, label: str) -> str:
-    for name in config.get("architectures") or []:
-        if name in SUPPORTED:
-            return SUPPORTED[name]
-    got = (config.get("architectures") or [config.get("model_type", "unknown")])[0]
-    raise LorakitError(f"--format gguf-lora supports Llama-architecture models, and {label} is a {got}", "use --format hf to merge instead")
+    return gguf_family(config, label).llama_cpp
+
+
+def name_map_for(config: dict, label: str = "the base"):
+    import gguf
+
+    return gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, _arch(config, label)), int(config["num_hidden_layers"]))
 
 
 def _gguf_name(name_map, module: str) -> str:
@@ -40,6 +60,10 @@ def _gguf_name(name_map, module: str) -> str:
 
 
 def _rotary_heads(module: str, config: dict) -> int | None:
+    """The head count of the rotary row permutation llama.cpp applies to this module, or ``None``."""
+    family = family_of(config)
+    if family is None or not family.rope_permute:
+        return None
     heads = int(config["num_attention_heads"])
     if module.endswith("q_proj"):
         return heads
@@ -56,7 +80,9 @@ def _pair(record: ModuleLora):
     return A, B
 
 
-def _refuse(loras: list[LoadedLora], config: dict) -> None:
+def check_exportable(loras: list[LoadedLora], config: dict, label: str) -> None:
+    """Refuse, in one line, a base or an adapter that a llama.cpp LoRA GGUF cannot express."""
+    gguf_family(config, label)
     for lora in loras:
         label = f"adapter '{lora.path.name}'"
         if lora.uses_dora:
@@ -66,19 +92,21 @@ def _refuse(loras: list[LoadedLora], config: dict) -> None:
         if any(record.bias is not None for record in lora.modules.values()):
             raise LorakitError(f"{label} has LoRA biases, which llama.cpp LoRA adapters cannot hold", "use --format hf")
         if any(record.fan_in_fan_out for record in lora.modules.values()):
-            raise LorakitError(f"{label} uses fan_in_fan_out, which no Llama layer has")
+            raise LorakitError(f"{label} uses fan_in_fan_out (GPT-2 style Conv1D layers), which these families do not have")
+        if lora.expert_wrappers:
+            raise LorakitError(f"{label} changes the fused expert weights of {lora.expert_wrappers[0]} (target_parameters); "
+                               "llama.cpp's LoRA format takes LoRAs on linear modules only", "use --format hf to merge it instead")
         if config.get("tie_word_embeddings") and any(m.removeprefix("model.").startswith("lm_head") for m in lora.modules):
             raise LorakitError(f"{label} changes lm_head, which this base ties to the embeddings; llama.cpp cannot apply it", "use --format hf")
 
 
 def gguf_tensors(loras: list[LoadedLora], config: dict, label: str) -> tuple[dict[str, object], float, str]:
     """``({gguf tensor name: fp32 tensor}, alpha, arch)`` for the adapters, weights and scales applied."""
-    import gguf
     import torch
 
     arch = _arch(config, label)
-    _refuse(loras, config)
-    name_map = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch), int(config["num_hidden_layers"]))
+    check_exportable(loras, config, label)
+    name_map = name_map_for(config, label)
     single = len(loras) == 1 and loras[0].weight == 1.0
     alphas = {round(record.scaling * record.rank, 6) for lora in loras for record in lora.modules.values()}
     keep_alpha = single and not loras[0].info.config.get("use_rslora") and len(alphas) == 1
@@ -137,9 +165,10 @@ def read_gguf_deltas(path: Path, config: dict) -> dict[str, object]:
         base = name.removesuffix(".lora_a")
         A, B = arrays[name], arrays[f"{base}.lora_b"]
         scale = alpha / B.shape[1] if alpha else 1.0
-        if base.endswith("attn_q.weight"):
+        permuted = (family_of(config) or FAMILIES[0]).rope_permute
+        if permuted and base.endswith("attn_q.weight"):
             B = permute(B, int(config["num_attention_heads"]))
-        elif base.endswith("attn_k.weight"):
+        elif permuted and base.endswith("attn_k.weight"):
             B = permute(B, int(config.get("num_key_value_heads") or config["num_attention_heads"]))
         deltas[base] = (B @ A) * scale
     return deltas

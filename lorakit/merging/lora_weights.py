@@ -15,6 +15,7 @@ from pathlib import Path
 from lorakit.errors import AdapterError
 from lorakit.store.adapter_checks import check_finite, pattern_value
 from lorakit.store.adapters import AdapterInfo
+from lorakit.store.families import is_param_wrapper
 
 _PREFIX = "base_model.model."
 _LORA_KEY = re.compile(
@@ -38,6 +39,7 @@ class ModuleLora:
     fan_in_fan_out: bool = False
     magnitude: object = None  # DoRA magnitude vector [out]
     bias: object = None  # lora_B bias (PEFT lora_bias=True)
+    expert_of: str = ""  # set for one expert's share of a LoRA on fused expert weights (target_parameters)
 
     @property
     def rank(self) -> int:
@@ -65,16 +67,22 @@ class LoadedLora:
     def uses_dora(self) -> bool:
         return any(module.magnitude is not None for module in self.modules.values())
 
+    @property
+    def expert_wrappers(self) -> list[str]:
+        """The expert modules whose fused weights this LoRA changes (PEFT target_parameters)."""
+        return sorted({module.expert_of for module in self.modules.values() if module.expert_of})
+
 
 def module_scaling(config: dict, module: str, rank: int) -> float:
     alpha = float(pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", rank)))
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
-def _refuse_unsupported(info: AdapterInfo) -> None:
+def _refuse_unsupported(info: AdapterInfo, model_config: dict | None) -> None:
     config, label = info.config, f"adapter '{info.path.name}'"
-    if config.get("target_parameters"):
-        raise AdapterError(f"{label} targets parameters directly (target_parameters), which lorakit cannot merge yet")
+    if config.get("target_parameters") and model_config is None:
+        raise AdapterError(f"{label} targets expert weights directly (target_parameters); lorakit merges those into a base model only",
+                           "merge it into its base (lorakit merge MODEL --lora ...) instead of --adapters-only")
     if config.get("alora_invocation_tokens"):
         raise AdapterError(f"{label} is an activated LoRA (aLoRA): it only acts after its invocation tokens, so it cannot be merged into the weights")
     if config.get("layer_replication"):
@@ -93,8 +101,10 @@ def load_state(info: AdapterInfo) -> dict:
     return load_file(str(info.weights_file))
 
 
-def load_lora(info: AdapterInfo, name: str, weight: float = 1.0) -> LoadedLora:
-    _refuse_unsupported(info)
+def load_lora(info: AdapterInfo, name: str, weight: float = 1.0, model_config: dict | None = None) -> LoadedLora:
+    """The adapter's LoRAs by module; with the base's ``model_config``, LoRAs on fused expert weights
+    (``target_parameters``) are split into one LoRA per expert tensor of the checkpoint."""
+    _refuse_unsupported(info, model_config)
     config, label = info.config, f"adapter '{info.path.name}'"
     parts: dict[str, dict[str, object]] = {}
     loaded = LoadedLora(name, info.path, weight, info)
@@ -129,6 +139,16 @@ def load_lora(info: AdapterInfo, name: str, weight: float = 1.0) -> LoadedLora:
         magnitude = found.get("lora_magnitude_vector.weight")
         if magnitude is not None and kind == "embedding":
             raise AdapterError(f"{label} uses DoRA on the embedding {module}, which lorakit cannot merge; merge it with PEFT's merge_and_unload instead")
+        if config.get("target_parameters") and is_param_wrapper(module, config["target_parameters"]):
+            from lorakit.merging.experts import split_expert_lora
+
+            key, rank, split = split_expert_lora(module, A, B, model_config, label)
+            scaling = module_scaling(config, key, rank)
+            for expert_module, (A_e, B_e) in split.items():
+                loaded.modules[expert_module] = ModuleLora(expert_module, "linear", A_e, B_e, scaling, expert_of=key)
+            continue
+        if model_config is not None:
+            module = checkpoint_module_name(module, model_config)
         rank = int(A.shape[0])
         loaded.modules[module] = ModuleLora(
             module, kind, A, B, module_scaling(config, module, rank),
@@ -137,3 +157,15 @@ def load_lora(info: AdapterInfo, name: str, weight: float = 1.0) -> LoadedLora:
     if not loaded.modules and not loaded.replacements:
         raise AdapterError(f"{label} holds no LoRA tensors")
     return loaded
+
+
+def checkpoint_module_name(module: str, model_config: dict) -> str:
+    """The checkpoint's name for a module PEFT names after the runtime model (Mixtral's router
+    ``mlp.gate`` is stored as ``block_sparse_moe.gate``)."""
+    from lorakit.store.families import family_of
+
+    family = family_of(model_config)
+    for runtime, stored in family.renames if family else ():
+        if module.endswith(runtime):
+            return module.removesuffix(runtime) + stored
+    return module

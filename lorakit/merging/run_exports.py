@@ -71,9 +71,10 @@ def load_state_dict_model(folder: Path, model_path: Path, config: dict, untied: 
 
 
 def export_gguf_lora(request, loras, config: dict, label: str, output: Path) -> dict:
-    from lorakit.merging.gguf_lora import read_gguf_deltas, write_gguf_lora
+    from lorakit.merging.gguf_lora import check_exportable, read_gguf_deltas, write_gguf_lora
     from lorakit.store.atomic import atomic_file
 
+    check_exportable(loras, config, label)
     half = request.dtype == "fp16"
     info(f"Writing {len(loras)} LoRA(s) as a llama.cpp GGUF adapter ({'F16' if half else 'F32'})...")
     with atomic_file(output, replace=request.force) as tmp:
@@ -88,11 +89,9 @@ def export_gguf_lora(request, loras, config: dict, label: str, output: Path) -> 
 
 def _check_gguf(path: Path, loras, config: dict, read_deltas) -> dict:
     """Read the file back, undo the permutation and compare each module's update with the adapters'."""
-    import gguf
+    from lorakit.merging.gguf_lora import _gguf_name, name_map_for
 
-    from lorakit.merging.gguf_lora import _gguf_name
-
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, int(config["num_hidden_layers"]))
+    name_map = name_map_for(config)
     expected: dict = {}
     for lora in loras:
         for module, record in lora.modules.items():

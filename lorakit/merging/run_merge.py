@@ -19,7 +19,8 @@ from lorakit.merging.quantized import quantization_config, refuse
 from lorakit.output.console import info, warn
 from lorakit.store.adapters import read_adapter
 from lorakit.store.atomic import atomic_folder
-from lorakit.store.lora_spec import LoraSpec, display_name, refuse_repeats, resolve_lora_path
+from lorakit.hub.resolve import resolve_lora
+from lorakit.store.lora_spec import LoraSpec, display_name, refuse_repeats
 
 DTYPE_NAMES = {"auto": None, "fp32": "F32", "bf16": "BF16", "fp16": "F16"}
 MERGE_RECORD = "lorakit_merge.json"
@@ -60,7 +61,7 @@ def peak_rss_mb() -> float:
 
 def lora_paths(specs: list[LoraSpec], where: str = "--lora") -> list[Path]:
     """Every adapter folder found (cheap), the same folder twice refused as every command refuses it."""
-    paths = [resolve_lora_path(spec.name) for spec in specs]
+    paths = [resolve_lora(spec.name) for spec in specs]
     refuse_repeats([(spec.name, path) for spec, path in zip(specs, paths)], where)
     return paths
 
@@ -69,9 +70,10 @@ def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: boo
                where: str = "--lora") -> list[LoadedLora]:
     """Resolve, check against the base (when given) and load every LoRA; names made unique."""
     from lorakit.merging.checkpoint import safetensors_shapes
-    from lorakit.store.preflight import check_adapter_fits
+    from lorakit.store.preflight import check_adapter_fits, read_model_config
 
     tensor_shapes = safetensors_shapes(model_path) if model_path is not None else None
+    model_config = read_model_config(model_path) if model_path is not None else None
     loaded, used = [], set()
     for spec, path in zip(specs, lora_paths(specs, where)):
         adapter = read_adapter(path, allow_pickle=allow_pickle)
@@ -82,13 +84,13 @@ def load_loras(specs: list[LoraSpec], model_path: Path | None, allow_pickle: boo
         while name in used:
             name, suffix = f"{display_name(spec, path)}-{suffix}", suffix + 1
         used.add(name)
-        loaded.append(load_lora(adapter, name, spec.weight))
+        loaded.append(load_lora(adapter, name, spec.weight, model_config))
     return loaded
 
 
 def run_merge(request: MergeRequest) -> dict:
     from lorakit.output.quiet import quiet_libraries, quiet_logs
-    from lorakit.store.models import resolve_model
+    from lorakit.hub.resolve import resolve_model
     from lorakit.store.preflight import read_model_config
 
     quiet_logs()
@@ -108,6 +110,10 @@ def run_merge(request: MergeRequest) -> dict:
         from lorakit.merging.meta_export import check_llama
 
         check_llama(config, label)
+    if request.fmt == "gguf-lora":
+        from lorakit.merging.gguf_lora import gguf_family
+
+        gguf_family(config, label)  # an architecture llama.cpp cannot take fails before any adapter is read
     refuse_overwriting_inputs(output, [model_path] + lora_paths(request.loras))  # before any tensor is read
     loras = load_loras(request.loras, model_path, request.allow_pickle, request.trust_remote_code)
     report = {"model": str(model_path), "output": str(output), "format": request.fmt,

@@ -16,7 +16,7 @@ import warnings
 # torchao "Failed to load .../_C_mxfp8...so" (prebuilt kernels for another torch), bitsandbytes
 # "Failed to load CPU gemm_4bit_forward from kernels-community" (a hub download lorakit never wants),
 # torch's _pytree "Enum subclass ... register_constant()".
-_NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "transformers", "peft", "accelerate", "bitsandbytes", "gptqmodel", "optimum")
+_NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "transformers", "peft", "accelerate", "bitsandbytes", "gptqmodel", "optimum", "mlflow", "wandb")
 # Known warnings (category, message regex), each filtered on its own: anything new still shows.
 _KNOWN_WARNINGS = (
     (FutureWarning, r".*is_gradient_checkpointing.*"),  # transformers 5 renaming, raised inside PEFT/Trainer code
@@ -25,6 +25,7 @@ _KNOWN_WARNINGS = (
     (Warning, r".*Enum subclass.*"),  # torch._pytree deprecation raised by torchao at import
     (UserWarning, r"The given NumPy array is not writable"),  # torch.from_numpy on gguf's read-only map (copied right away)
     (UserWarning, r".*Failed to load .*_C_.*"),  # torchao's compiled extensions, when raised as a warning
+    (UserWarning, r"Unexpected keyword arguments .* for class LoraConfig"),  # 2023 adapter configs: lorakit names them itself
 )
 
 

@@ -30,6 +30,7 @@ BUILTIN_PLUGINS = {
     "transformers_loader": "lorakit.builtin_plugins.transformers_loader",
     "autogptq_loader": "lorakit.builtin_plugins.autogptq_loader",
     "formatters": "lorakit.builtin_plugins.formatters",
+    "serve_engine": "lorakit.builtin_plugins.serve_engine",
 }
 
 _reported: set[tuple[str, str]] = set()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 from lorakit.errors import AdapterError
+from lorakit.store.families import is_param_wrapper
 
 PREFIX = "base_model.model."
 LORA_KEY = re.compile(
@@ -80,6 +81,8 @@ def check_ranks(info) -> None:
                     f"{label} is inconsistent: on {module} {a_part} has rank {a_rank} {a_shape} but {b_part} has rank {b_rank} {b_shape}",
                     "the two halves come from different adapters; re-save or re-download it",
                 )
+            if is_param_wrapper(module, config.get("target_parameters")):
+                continue  # a LoRA on a 3-D expert weight: A holds rank x experts rows (checked against the base when merged)
             if isinstance(configured, int) and not isinstance(configured, bool):
                 expected = pattern_value(config.get("rank_pattern") or {}, module, configured)
                 if isinstance(expected, int) and a_rank != expected:

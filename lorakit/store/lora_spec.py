@@ -22,7 +22,10 @@ class LoraSpec:
 
 
 def parse_lora(text: str) -> LoraSpec:
-    """Split ``NAME[:WEIGHT]``; a name may itself contain ':' (the weight is the last part)."""
+    """Split ``NAME[:WEIGHT]``; a name may itself contain ':' (the weight is the last part).
+
+    A hub id may carry a revision: ``ORG/NAME:REVISION`` and ``ORG/NAME:REVISION:WEIGHT``.
+    """
     text = text.strip()
     if not text:
         raise UsageError("--lora needs a name or folder")
@@ -31,6 +34,8 @@ def parse_lora(text: str) -> LoraSpec:
         if not head:
             raise UsageError(f"--lora '{text}' has a weight but no name")
         return LoraSpec(text, head, parse_weight(tail, f"--lora '{text}'"))
+    if sep and REPO_ID.match(head) and tail and not _WEIGHT.match(tail):
+        return LoraSpec(text, text, 1.0)  # a hub id with its revision: ORG/NAME:REVISION
     if sep and tail and not Path(text).exists() and "/" not in tail and "\\" not in tail:
         raise UsageError(f"--lora '{text}': '{tail}' is not a number", "write NAME or NAME:WEIGHT, e.g. mylora:0.5")
     return LoraSpec(text, text, 1.0)

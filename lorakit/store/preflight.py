@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lorakit.errors import AdapterError, ModelNotFound
 from lorakit.store.adapters import SIGNATURE_KEYS, AdapterInfo, module_path_candidates
+from lorakit.store.families import is_param_wrapper, param_wrapper_module
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.|\.h\.(\d+)\.|\.blocks\.(\d+)\.")
 
@@ -51,14 +52,19 @@ def _module_shapes_cached(model_path: str, mtime: float, trust_remote_code: bool
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
+            experts = {key: list(param.shape) for key, param in module.named_parameters(recurse=False) if param.dim() == 3}
+            if experts:  # fused mixture-of-experts weights [experts, out, in] (PEFT target_parameters)
+                shapes[name] = {"kind": "Experts", "params": experts}
             continue
         record = {"weight": list(weight.shape), "kind": type(module).__name__}
         if isinstance(module, torch.nn.Linear):
             record["in"], record["out"] = module.in_features, module.out_features
         elif isinstance(module, torch.nn.Embedding):
             record["in"], record["out"] = module.num_embeddings, module.embedding_dim
-        elif weight.dim() == 2:  # GPT-2 style Conv1D stores [in, out]
+        elif weight.dim() == 2 and type(module).__name__ == "Conv1D":  # GPT-2 style Conv1D stores [in, out]
             record["in"], record["out"] = weight.shape[0], weight.shape[1]
+        elif weight.dim() == 2:  # a router or another [out, in] weight (PEFT target_parameters)
+            record["in"], record["out"] = weight.shape[1], weight.shape[0]
         shapes[name] = record
     return shapes
 
@@ -134,6 +140,9 @@ def check_adapter_fits(adapter: AdapterInfo, model_path: Path, trust_remote_code
     warnings: list[str] = []
 
     for module, parts in sorted(adapter.module_parts().items()):
+        if is_param_wrapper(module, adapter.config.get("target_parameters")):
+            _check_expert_lora(label, module, parts, shapes, config)
+            continue
         base_name = _strip_to_base(module, shapes)
         if base_name is None:
             match = _LAYER.search(f".{module}.")
@@ -175,3 +184,23 @@ def check_adapter_fits(adapter: AdapterInfo, model_path: Path, trust_remote_code
     if adapter.config.get("fan_in_fan_out") and not any(rec["kind"] == "Conv1D" for rec in shapes.values()):
         warnings.append(f"{label} sets fan_in_fan_out, which this base's Linear layers do not use")
     return warnings
+
+
+def _check_expert_lora(label: str, module: str, parts: dict, shapes: dict, config: dict) -> None:
+    """A LoRA on fused expert weights: A [r x experts, in] and B [out, r x experts] fit one of the
+    module's 3-D parameters [experts, out, in]."""
+    owner = param_wrapper_module(module)
+    base_name = _strip_to_base(owner, shapes)
+    record = shapes.get(base_name) if base_name else None
+    if record is None or record.get("kind") != "Experts":
+        raise AdapterError(f"{label} targets the expert weights of {owner}, which this base does not have", "the adapter was made for another architecture")
+    A, B = parts.get("lora_A"), parts.get("lora_B")
+    if not A or not B or len(A) != 2 or len(B) != 2:
+        return  # incomplete pairs are named by the adapter's own checks
+    for shape in record["params"].values():
+        experts, out_features, in_features = shape
+        if (B[0], A[1]) == (out_features, in_features) and A[0] % experts == 0:
+            return
+    sizes = ", ".join(f"{name} {shape}" for name, shape in record["params"].items())
+    raise AdapterError(f"{label} does not fit this base: its LoRA on {owner} has A {A} and B {B}, the experts hold {sizes}",
+                       "use the base model the adapter was trained on")

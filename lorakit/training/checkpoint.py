@@ -115,3 +115,11 @@ def load_checkpoint(folder: Path, peft_model, optimizer, scheduler, scaler, devi
     except (RuntimeError, ValueError, KeyError) as error:
         raise LorakitError(f"cannot restore {folder}: {error}", "the checkpoint is damaged; delete it to resume from an older one") from None
     return read_state(folder)
+
+
+def load_adapter_weights(folder: Path, peft_model, device) -> None:
+    """Only the LoRA weights of a checkpoint (``--load-best`` puts the best evaluation's back)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(peft_model, load_file(Path(folder) / ADAPTER_FILE, device=str(device)))

@@ -40,7 +40,7 @@ from lorakit.training.masking import (
 
 @dataclass
 class DataSpec:
-    dataset: Path | None = None  # JSON / JSONL rows (formatted or chat)
+    dataset: Path | None = None  # JSON / JSONL / parquet / CSV rows (formatted or chat), or a hub dataset id
     format: str | None = None  # shipped name, formatter plugin name, or path to a format file; None = auto
     raw_text: Path | None = None  # .txt file or folder of .txt files
     cutoff_len: int = 256
@@ -105,12 +105,16 @@ def sample_config_path() -> Path:
 
 
 def read_rows(path: Path) -> list[tuple[str, object]]:
-    """``[(label, row)]`` from a JSON list or JSON Lines file; errors name the line."""
+    """``[(label, row)]`` from a JSON list or JSON Lines file, a ``.parquet``/``.csv`` file or a hub
+    dataset ``ORG/NAME[@CONFIG][:SPLIT]`` (both turned into JSON Lines first); errors name the line."""
+    from lorakit.hub.dataset_source import TABLE_SUFFIXES, dataset_rows_file
     from lorakit.store.rows import LINE_SUFFIXES, parse_rows, read_text
 
-    path = Path(path)
+    source, path = str(path), Path(path)
+    if not path.is_file() or path.suffix.lower() in TABLE_SUFFIXES:
+        path = dataset_rows_file(source) or path
     if not path.is_file():
-        raise LorakitError(f"dataset file {path} not found")
+        raise LorakitError(f"dataset file {path} not found", "pass a .json/.jsonl/.parquet/.csv file or a hub dataset ORG/NAME[@CONFIG][:SPLIT]")
     text = read_text(path, f"dataset {path}")
     if not text.strip():
         raise LorakitError(f"dataset {path} is empty", "add rows to it")

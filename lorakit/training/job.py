@@ -51,7 +51,7 @@ def run(request: RunRequest) -> dict | None:
 
     quiet_libraries()
     from lorakit.loaders.devices import pick_device
-    from lorakit.store.models import resolve_model
+    from lorakit.hub.resolve import resolve_model
     from lorakit.store.preflight import read_model_config
     from lorakit.training.dataset import load_examples
     from lorakit.training.distributed import device_for, init_distributed, shutdown
@@ -88,6 +88,10 @@ def run(request: RunRequest) -> dict | None:
     eval_examples = []
     if params.eval_dataset:
         eval_examples, _ = load_examples(tokenizer, data_spec(params, params.eval_dataset))
+    elif params.val_set_size:
+        from lorakit.training.held_out import split
+
+        examples, eval_examples = split(examples, params.val_set_size, params.seed)
 
     device = pick_device(request.cpu)
     ctx = init_distributed(device)
@@ -98,11 +102,12 @@ def run(request: RunRequest) -> dict | None:
 
 
 def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples, model_config, device) -> dict:
+    from lorakit.hub.model_card import finish_trained_adapter
     from lorakit.store.atomic import atomic_write_text
     from lorakit.training.distributed import barrier
+    from lorakit.training.activation_memory import run_advice
     from lorakit.training.model_setup import attach_lora, load_base
     from lorakit.training.outputs import (
-        MetricsSink,
         plot_loss,
         save_final_adapter,
         write_log,
@@ -110,6 +115,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
     )
     from lorakit.training.params import PARAMS_FILE
     from lorakit.training.sharding import gather_peaks, import_peft_probes_early, shard_base
+    from lorakit.training.trackers import MetricsSink
     from lorakit.training.trainer import Trainer, TrainingInterrupted
 
     params, output = request.params, request.output
@@ -117,12 +123,18 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
     if ctx.is_main:
         for message in stats.warnings:
             warn(message)
-        info(f"Training on {stats.count} examples ({stats.total_tokens} tokens) from {params.dataset or params.raw_text}.")
+        held = f", {len(eval_examples)} held out for evaluation (--val-set-size)" if params.val_set_size else ""
+        tokens = sum(len(example.input_ids) for example in examples)
+        info(f"Training on {len(examples)} examples ({tokens} tokens) from {params.dataset or params.raw_text}{held}.")
         info(f"Loading {model_path}...")
     if params.shard != "none" and ctx.enabled:
         import_peft_probes_early()
     session, precision = load_base(params, model_path, request.cpu, device)
     peft_model = attach_lora(session.model, params)
+    if params.gradient_checkpointing:
+        from lorakit.training.activation_memory import enable
+
+        enable(peft_model)
     sharded = shard_base(peft_model, ctx, params.shard, device)
     if ctx.is_main and params.shard != "none":
         info(f"Base sharded with FSDP2 over {ctx.world_size} ranks (LoRA weights and optimizer state replicated)." if sharded
@@ -149,7 +161,12 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
                     "lower --warmup-steps for a small dataset"
                 )
             info(step_summary(trainer.plan, params, ctx.world_size, precision.name, device))
-        trainer.metrics = MetricsSink(params.report_to, output, ctx.is_main)
+            message, urgent = run_advice(trainer.lengths, params.micro_batch_size, model_config, precision.autocast_dtype,
+                                         params.gradient_checkpointing, device)
+            if message:
+                (warn if urgent else info)(message)
+        trainer.metrics = MetricsSink(params.trackers(), output, ctx.is_main, name=params.name,
+                                      config=params.to_dict(), start_step=start_step)
         try:
             result = trainer.run(start_step, log)
         finally:
@@ -169,14 +186,24 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         "tokens_per_s": round(result.tokens_per_s, 2), "train_seconds": round(result.train_seconds, 2),
         "precision": precision.name, "device": str(device), "world_size": ctx.world_size,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        "rank_fingerprints": result.rank_fingerprints,
+        "rank_fingerprints": result.rank_fingerprints, "attention": result.attention,
+        "gradient_checkpointing": params.gradient_checkpointing, "held_out_examples": len(eval_examples) if params.val_set_size else 0,
+        "best_step": result.best_step, "best_eval_loss": result.best_eval_loss,
+        "loaded_best": str(result.loaded_best) if result.loaded_best else None,
         "shard": params.shard if sharded else "none", "rank_peak_memory": gather_peaks(ctx, device),
     }
     if ctx.is_main:
+        info(f"Attention: {result.attention}.")
+        if params.load_best and result.stopped != "interrupted":
+            if result.loaded_best is not None:
+                info(f"Kept the best evaluation: {result.loaded_best.name} (eval loss {result.best_eval_loss:.4f}) is the saved adapter.")
+            elif result.best_step is not None:
+                warn(f"checkpoint-{result.best_step} (the best evaluation) is gone: the adapter holds the last step's weights")
         tensors = save_final_adapter(output, peft_model)
         write_metadata(output, stats, model_config)
         write_log(output, result.log, summary)
         plot_loss(output, result.log, f"{params.name}: training loss")
+        finish_trained_adapter(output, model_path)  # hub id + revision of the base, README.md model card
         summary["adapter_tensors"] = tensors
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
@@ -284,9 +311,13 @@ def summary_line(summary: dict) -> str:
     loss = summary.get("final_loss")
     first = summary.get("first_loss")
     loss_text = f"loss {first:.4f} -> {loss:.4f}" if loss is not None and first is not None else "no step ran"
+    stopped = {"early_stop": ", stopped early", "stop_at_loss": ", stopped at --stop-at-loss"}.get(summary.get("stopped"), "")
+    best = ""
+    if summary.get("loaded_best"):
+        best = f", best eval loss {summary['best_eval_loss']:.4f} at step {summary['best_step']} kept"
     return (
         f"Trained {summary['completed_steps']}/{summary['total_steps']} steps ({loss_text}, "
-        f"{summary['tokens_per_s']:.0f} tokens/s): saved to {summary['output']}"
+        f"{summary['tokens_per_s']:.0f} tokens/s{stopped}{best}): saved to {summary['output']}"
     )
 
 

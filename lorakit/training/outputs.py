@@ -113,30 +113,3 @@ def write_metadata(output: Path, stats, model_config: dict) -> None:
     name = record.pop("name")
     write_prompt_format(output, name, **record)
     write_base_signature(output, model_config)
-
-
-class MetricsSink:
-    """TensorBoard scalars when ``--report-to tensorboard`` (the package is optional)."""
-
-    def __init__(self, report_to: str, output: Path, enabled: bool):
-        self.writer = None
-        if report_to != "tensorboard" or not enabled:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            from lorakit.errors import UsageError
-
-            raise UsageError("--report-to tensorboard needs the tensorboard package", "pip install tensorboard, or use --report-to none") from None
-        self.writer = SummaryWriter(log_dir=str(Path(output) / "runs"))
-
-    def log(self, entry: dict) -> None:
-        if self.writer is None:
-            return
-        for key in ("loss", "learning_rate", "tokens_per_s", "grad_norm", "eval_loss"):
-            if key in entry:
-                self.writer.add_scalar(f"train/{key}" if key != "eval_loss" else "eval/loss", entry[key], entry["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()

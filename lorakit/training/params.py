@@ -26,7 +26,7 @@ from lorakit.training.sharding import SHARD_MODES
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_bnb_8bit", "paged_adamw_8bit")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-REPORT_TO = ("none", "tensorboard")
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 INIT_METHODS = ("default", "gaussian", "pissa", "olora", "orthogonal", "false")
 ALL_LINEAR = "all-linear"
 PARAMS_FILE = "training_parameters.json"
@@ -79,13 +79,24 @@ class TrainParams:
     use_rslora: bool = False
     use_dora: bool = False
     init_lora_weights: str = "default"
-    report_to: str = "none"
-    shard: str = "none"
+    report_to: str = "none"  # none, or one or more of tensorboard, wandb, mlflow (comma-separated)
+    gradient_checkpointing: bool = False
+    weight_decay: float = 0.0
+    max_steps: int = 0  # 0 = as many steps as --epochs gives
+    val_set_size: float = 0.0  # >= 1: that many examples held out; in (0, 1): that fraction; 0: none
+    load_best: bool = False
+    early_stopping_patience: int = 0  # evaluations without a lower eval loss before stopping; 0 = never
+    shard: str = "none"  # none or fsdp2 (training/sharding.py)
 
     # ---- derived values --------------------------------------------------------------------
     def grad_accumulation(self, world_size: int = 1) -> int:
         """Micro-batches each process accumulates per optimizer step (the webui's batch // micro)."""
         return max(1, self.batch_size // (self.micro_batch_size * max(1, world_size)))
+
+    def trackers(self) -> list[str]:
+        """The experiment trackers of ``--report-to`` (an empty list for none)."""
+        names = [item.strip().lower() for item in re.split(r"[,\s]+", str(self.report_to or "")) if item.strip()]
+        return [name for name in dict.fromkeys(names) if name != "none"]
 
     def structural(self) -> dict:
         """What decides the adapter's tensor layout: a resume with other values is refused."""
@@ -109,6 +120,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     default = FIELD_TYPES[key].default
     if key == "target_modules":
         return parse_target_modules(value)
+    if key == "report_to" and isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)  # transformers' TrainingArguments takes a list
     if value is None:
         return None
     try:
@@ -184,10 +197,14 @@ def read_config_file(path: str | Path) -> dict:
 
 def params_from_lora(lora: str | Path) -> dict:
     """The saved parameters of an existing LoRA (a name under loras/ or a folder)."""
+    from lorakit.hub.resolve import hub_ref, resolve_lora
     from lorakit.store import home
+
     folder = Path(lora).expanduser()
     if not folder.is_dir():
         folder = home.loras_dir() / str(lora)
+    if not folder.is_dir() and hub_ref(str(lora)) is not None:
+        folder = resolve_lora(str(lora))  # a hub id: fetched once through the download store
     file = folder / PARAMS_FILE
     if not file.is_file():
         raise UsageError(f"--copy-from: '{lora}' has no {PARAMS_FILE}", f"looked in {folder}")
@@ -209,8 +226,9 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
         raise UsageError(f"unknown optimizer '{p.optimizer}'", "choose one of: " + ", ".join(OPTIMIZERS))
     if p.precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{p.precision}'", "choose one of: " + ", ".join(PRECISIONS))
-    if p.report_to not in REPORT_TO:
-        raise UsageError(f"unknown --report-to '{p.report_to}'", "choose none or tensorboard")
+    for tracker in p.trackers():
+        if tracker not in REPORT_TO:
+            raise UsageError(f"unknown --report-to '{tracker}'", "choose none, or one or more of tensorboard, wandb, mlflow (comma-separated)")
     if p.shard not in SHARD_MODES:
         raise UsageError(f"unknown --shard '{p.shard}'", "choose one of: " + ", ".join(SHARD_MODES))
     if str(p.init_lora_weights).lower() not in INIT_METHODS:
@@ -233,6 +251,7 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
             "the batch is accumulated from micro-batches; raise --batch-size or lower --micro-batch-size",
         )
     for flag, value in (("--warmup-steps", p.warmup_steps), ("--eval-steps", p.eval_steps), ("--save-steps", p.save_steps),
+                        ("--max-steps", p.max_steps), ("--early-stopping-patience", p.early_stopping_patience), ("--weight-decay", p.weight_decay),
                         ("--min-chars", p.min_chars), ("--overlap-len", p.overlap_len), ("--newline-favor-len", p.newline_favor_len)):
         if value < 0:
             raise UsageError(f"{flag} must not be negative (got {value})")
@@ -251,11 +270,32 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
         if p.dataset:
             raise UsageError("--dataset and --raw-text exclude each other", "train on one of them")
         raise UsageError("nothing to train on", "pass --dataset FILE (JSON/JSONL) or --raw-text FILE_OR_FOLDER")
+    from lorakit.hub.dataset_source import parse_hub_dataset
+
     source = p.dataset or p.raw_text
-    if not Path(source).expanduser().exists():
+    if not Path(source).expanduser().exists() and not (p.dataset and parse_hub_dataset(str(source))):
         flag = "--dataset" if p.dataset else "--raw-text"
         raise UsageError(f"{flag} '{source}' not found")
-    if p.eval_dataset and not Path(p.eval_dataset).expanduser().is_file():
-        raise UsageError(f"--eval-dataset '{p.eval_dataset}' not found", "pass an existing JSON/JSONL file")
+    if p.eval_dataset and not Path(p.eval_dataset).expanduser().is_file() and not parse_hub_dataset(str(p.eval_dataset)):
+        raise UsageError(f"--eval-dataset '{p.eval_dataset}' not found", "pass an existing JSON/JSONL/parquet/CSV file or a hub dataset ORG/NAME[@CONFIG][:SPLIT]")
     if p.name is not None and (not p.name.strip() or "/" in p.name or p.name.startswith(".")):
         raise UsageError(f"--name '{p.name}' is not a valid LoRA name", "use a plain folder name without '/'")
+    validate_evaluation(p)
+
+
+def validate_evaluation(p: TrainParams) -> None:
+    """The held-out set and what uses it: a split size that means one thing, and a set to judge by."""
+    size = p.val_set_size
+    if size < 0 or (size >= 1 and not float(size).is_integer()):
+        raise UsageError(
+            f"--val-set-size must be a whole number of examples or a fraction between 0 and 1 (got {size:g})",
+            "e.g. --val-set-size 200 or --val-set-size 0.05",
+        )
+    if size and p.eval_dataset:
+        raise UsageError("--val-set-size and --eval-dataset exclude each other", "hold out part of --dataset or pass a separate evaluation file, not both")
+    has_eval = bool(size or p.eval_dataset)
+    for flag, wanted in (("--load-best", p.load_best), ("--early-stopping-patience", p.early_stopping_patience)):
+        if wanted and not has_eval:
+            raise UsageError(f"{flag} needs an evaluation set", "add --val-set-size N (or a fraction) or --eval-dataset FILE")
+        if wanted and p.eval_steps == 0:
+            raise UsageError(f"{flag} needs evaluations, but --eval-steps is 0", "pass --eval-steps N")

@@ -23,6 +23,7 @@ class TrainingPlan:
     world_size: int
     epochs: float
     seed: int
+    max_steps: int = 0  # when set, the run length instead of epochs (the data cycles through epochs)
     _orders: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -35,6 +36,8 @@ class TrainingPlan:
 
     @property
     def total_steps(self) -> int:
+        if self.max_steps > 0:
+            return self.max_steps
         return max(1, math.ceil(round(self.epochs * self.steps_per_epoch, 6)))
 
     def epoch_of(self, step: int) -> float:

@@ -26,7 +26,8 @@ from lorakit.training.optim import (
     make_scheduler,
     warmup_optimizer_steps,
 )
-from lorakit.training.packed_attention import packed_attention
+from lorakit.training.attention_choice import training_attention
+from lorakit.training.held_out import EvalHistory
 from lorakit.training.params import TrainParams
 from lorakit.training.plan import TrainingPlan
 from lorakit.training.progress import TokenRate, TrainingProgress
@@ -45,12 +46,16 @@ class RunResult:
     log: list[dict] = field(default_factory=list)
     completed_steps: int = 0
     total_steps: int = 0
-    stopped: str = "completed"  # completed / stop_at_loss / interrupted
+    stopped: str = "completed"  # completed / stop_at_loss / early_stop / interrupted
     tokens_per_s: float = 0.0
     train_seconds: float = 0.0
     eval_loss: float | None = None
     checkpoint: Path | None = None
     rank_fingerprints: list = field(default_factory=list)
+    best_step: int | None = None  # the evaluation with the lowest loss
+    best_eval_loss: float | None = None
+    loaded_best: Path | None = None  # the checkpoint whose weights the final adapter holds (--load-best)
+    attention: str = ""  # the attention path that ran (see training/attention_choice.py)
 
 
 class Trainer:
@@ -71,10 +76,11 @@ class Trainer:
         self.sharded = is_sharded(peft_model)  # --shard fsdp2 (training/sharding.py)
         self.parameters = trainable_parameters(peft_model)
         accumulation = params.grad_accumulation(ctx.world_size)
-        self.plan = TrainingPlan(len(examples), params.micro_batch_size, accumulation, ctx.world_size, params.epochs, params.seed)
+        self.plan = TrainingPlan(len(examples), params.micro_batch_size, accumulation, ctx.world_size, params.epochs, params.seed,
+                                 params.max_steps)
         self.targets = [count_target_tokens([example.labels]) for example in examples]
         self.lengths = [len(example.input_ids) for example in examples]
-        self.optimizer = make_optimizer(params.optimizer, self.parameters, params.learning_rate, str(device))
+        self.optimizer = make_optimizer(params.optimizer, self.parameters, params.learning_rate, str(device), params.weight_decay)
         self.warmup_steps = warmup_optimizer_steps(params.warmup_steps, accumulation * ctx.world_size)
         self.scheduler = make_scheduler(params.scheduler, self.optimizer, self.warmup_steps, self.plan.total_steps)
         self.scaler = None
@@ -84,6 +90,7 @@ class Trainer:
             self.scaler = torch.amp.GradScaler(str(device).split(":")[0])
         self._interrupted = False  # set by Ctrl-C on this rank
         self._stop_agreed = False  # set when any rank was interrupted, after the step's exchange
+        self.attention_path = None  # set inside attention()
 
     # ---- state ---------------------------------------------------------------------------------
     def data_state(self) -> dict:
@@ -148,7 +155,7 @@ class Trainer:
     def attention(self):
         """The fast paths of a training forward; enter it around :meth:`step` and evaluation.
 
-        - per-example attention on packed rows (see training/packed_attention.py);
+        - flash-attention varlen or per-example SDPA on packed rows (see training/attention_choice.py);
         - under autocast, PEFT's cast of every LoRA input to the adapter's fp32 dtype is skipped:
           autocast runs the LoRA matmuls in bf16/fp16 anyway, so the cast only added two copies
           of the activations per LoRA layer (and a fp32 dropout mask) for nothing.
@@ -156,9 +163,11 @@ class Trainer:
         from peft.helpers import disable_input_dtype_casting
 
         longest = max(self.lengths + [len(example.input_ids) for example in self.eval_examples])
-        with packed_attention(self.model.get_base_model(), longest) as per_example, \
+        base = self.model.get_base_model()
+        with training_attention(base, self.device, self.precision.autocast_dtype, longest) as path, \
                 disable_input_dtype_casting(self.model, active=self.precision.autocast_dtype is not None):
-            self.loss_fn.per_example_attention = per_example
+            self.attention_path = path
+            self.loss_fn.per_example_attention = path.segments
             try:
                 yield
             finally:
@@ -185,9 +194,17 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_sigint)
         last_checkpoint = ckpt.newest_checkpoint(self.output)
+        history = EvalHistory.from_log(log)  # a resumed run continues the same best / patience count
+        # Resuming a run that stopped early: its last evaluation already used up the patience.
+        stopped_early = bool(log) and "eval_loss" in log[-1] and history.should_stop(self.p.early_stopping_patience)
+        last_step = start_step if stopped_early else self.plan.total_steps
         try:
             with self.attention(), TrainingProgress(self.plan.total_steps, start_step, self.show_progress) as progress:
-                for step in range(start_step, self.plan.total_steps):
+                result.attention = self.attention_path.description
+                if stopped_early:
+                    result.stopped = "early_stop"
+                    progress.note(f"That run stopped early (no lower evaluation loss in {history.since_best} evaluations): nothing left to train.")
+                for step in range(start_step, last_step):
                     rate.start()
                     loss, grad_norm, lr = self.step(step)
                     done = step + 1
@@ -196,8 +213,10 @@ class Trainer:
                     entry = {"step": done, "epoch": round(self.plan.epoch_of(done), 4), "loss": loss,
                              "learning_rate": lr, "tokens_per_s": round(tokens_per_s, 2),
                              "tokens": tokens, "grad_norm": grad_norm}
+                    improved = False
                     if self.eval_examples and self.p.eval_steps and (done % self.p.eval_steps == 0 or done == self.plan.total_steps):
                         entry["eval_loss"] = result.eval_loss = evaluate(self.loss_fn, self.eval_examples, self.p.micro_batch_size, self.ctx, self.sharded)
+                        improved = history.add(done, entry["eval_loss"])
                     log.append(entry)
                     result.completed_steps = done
                     if self.metrics is not None:
@@ -207,14 +226,21 @@ class Trainer:
                         result.stopped = "interrupted"
                         result.checkpoint = self.save(done, log)
                         break
+                    stop = None
                     if self.p.stop_at_loss and loss < self.p.stop_at_loss:
-                        result.stopped = "stop_at_loss"
+                        stop = "stop_at_loss"
                         progress.note(f"Loss {loss:.4f} is below --stop-at-loss {self.p.stop_at_loss:g}: stopping at step {done}.")
-                        if self.p.save_steps:
-                            result.checkpoint = self.save(done, log)
-                        break
-                    if self.p.save_steps and (done % self.p.save_steps == 0 or done == self.plan.total_steps):
+                    elif "eval_loss" in entry and history.should_stop(self.p.early_stopping_patience):
+                        stop = "early_stop"
+                        progress.note(f"No lower evaluation loss in {history.since_best} evaluations (best {history.best_loss:.4f} "
+                                      f"at step {history.best_step}): stopping early at step {done}.")
+                    scheduled = bool(self.p.save_steps) and (done % self.p.save_steps == 0 or done == self.plan.total_steps)
+                    # --load-best keeps a checkpoint of every new best, whatever --save-steps says.
+                    if scheduled or (improved and self.p.load_best) or (stop and self.p.save_steps):
                         result.checkpoint = last_checkpoint = self.save(done, log)
+                    if stop:
+                        result.stopped = stop
+                        break
         except _NonFinite as error:
             where = f"the last good checkpoint is {last_checkpoint.name}" if last_checkpoint else "no checkpoint was saved"
             raise LorakitError(
@@ -224,12 +250,25 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        result.best_step, result.best_eval_loss = history.best_step, history.best_loss
+        if self.p.load_best and result.stopped != "interrupted" and history.best_step is not None:
+            result.loaded_best = self._load_best(history.best_step, result.completed_steps)
         result.rank_fingerprints = self.rank_fingerprints()
         result.tokens_per_s = rate.overall
         result.train_seconds = rate.seconds
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return result
+
+    def _load_best(self, best_step: int, completed: int) -> Path | None:
+        """Put the weights of checkpoint-BEST back (None when it is missing: the last weights stay)."""
+        folder = self.output / f"checkpoint-{best_step}"
+        if best_step == completed:
+            return folder  # the weights in memory are the best ones
+        if not any(step == best_step for step, _ in ckpt.complete_checkpoints(self.output)):
+            return None
+        ckpt.load_adapter_weights(folder, self.model, self.device)
+        return folder
 
     def _train_step(self, step: int) -> tuple[float, float, float]:
         import torch

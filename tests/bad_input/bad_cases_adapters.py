@@ -66,5 +66,5 @@ CASES += [
          setup=write("notes.txt", "hello")),
     case("apply-lora-missing", "apply", "{model}", "--lora", "{tmp}/nowhere", expect=("nowhere", "not found")),
     case("generate-lora-repo-id-missing", "generate", "{model}", "--lora", "someorg/somelora", "--prompt", "x",
-         expect=("not found", "lorakit download someorg/somelora")),
+         expect=("not downloaded", "HF_HUB_OFFLINE=1", "lorakit download someorg/somelora")),
 ]

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # The plugin packages are checked from this checkout (not from an installed copy), the fixture too.
-PLUGIN_FOLDERS = [REPO / "plugins" / "gptq_monkeypatch", REPO / "plugins" / "exllama", REPO / "tests" / "fixture_plugin"]
+PLUGIN_FOLDERS = [REPO / "plugins" / "gptq_monkeypatch", REPO / "plugins" / "exllama", REPO / "plugins" / "vllm", REPO / "tests" / "fixture_plugin"]
 
 
 def test_import_contracts_hold():

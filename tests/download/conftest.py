@@ -76,6 +76,9 @@ def hub_env(hub, tmp_path, monkeypatch):
     # huggingface_hub read these at import: no stored login, and no registry fetch from its default endpoint.
     monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    # Uploads go through the hub's LFS endpoints, which the stand-in speaks (Xet storage it does not).
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setattr(retry, "BASE_DELAY", 0.01)
     _guard_network(monkeypatch)
     hub.clear_faults()

@@ -10,8 +10,18 @@ It speaks the parts of the hub's API that downloads use, with the hub's own head
 - ``GET /api/models/ORG/NAME[/revision/REV]?blobs=true``: commit sha and files (size, git blob id, LFS sha256)
 - ``HEAD|GET /ORG/NAME/resolve/REV/PATH``: ``X-Repo-Commit``, ``ETag`` (git blob id, or the sha256 for
   LFS files with ``X-Linked-Etag`` / ``X-Linked-Size``), ``Range`` requests answered with 206
+- the same for dataset repositories (``/api/datasets/...``, ``/datasets/ORG/NAME/resolve/...``; add them
+  with ``add_commit("datasets/ORG/NAME", ...)``), and ``GET /api/{models,datasets}/ORG/NAME/tree/REV``
 - errors with ``X-Error-Code``: ``RepoNotFound`` (401), ``RevisionNotFound`` / ``EntryNotFound`` (404),
   ``GatedRepo`` (401/403)
+
+And the parts of the API that uploads use (``HfApi.create_repo`` / ``create_branch`` / ``create_commit``
+with ``HF_HUB_DISABLE_XET=1``, so LFS files go through the basic LFS transfer), writes needing the token:
+
+- ``POST /api/repos/create`` (409 when it exists), ``POST /api/models/ORG/NAME/branch/BRANCH``
+- ``POST /api/validate-yaml`` (the model card's header must parse), ``POST /api/models/ORG/NAME/preupload/REV``: ``uploadMode`` lfs for weights and images, regular otherwise
+- ``POST /ORG/NAME.git/info/lfs/objects/batch`` -> ``PUT /lfs-upload/OID`` (content checked against its sha256)
+- ``POST /api/models/ORG/NAME/commit/REV``: the NDJSON commit (header, base64 ``file``, ``lfsFile``)
 
 Faults on demand: ``cut(path, after_bytes, times)`` ends a GET body early, ``corrupt(path)`` serves
 flipped bytes of the right size, ``fail(path, status, times)`` answers a GET with an error status.
@@ -19,6 +29,7 @@ flipped bytes of the right size, ``fail(path, status, times)`` answers a GET wit
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
@@ -35,7 +46,8 @@ PRIVATE = "lorakit-test/private-lora"
 GATED = "lorakit-test/gated-lora"
 EMPTY = "lorakit-test/empty-lora"
 
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".onnx")
+DATASET_PREFIX = "datasets/"  # key of a dataset repository in HubServer.repos: "datasets/ORG/NAME"
+LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".onnx")
 
 
 @dataclass
@@ -79,6 +91,10 @@ class HubRepo:
     private: bool = False
     gated: bool = False
 
+    @staticmethod
+    def is_sha(revision: str) -> bool:
+        return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
     def resolve(self, revision: str) -> str | None:
         if revision in self.refs:
             return self.refs[revision]
@@ -107,6 +123,9 @@ class HubServer:
         self._cuts: dict[str, list[int]] = {}  # path -> [after_bytes, times]
         self._corrupt: set[str] = set()
         self._fails: dict[str, list[int]] = {}  # path -> [status, times]
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded but maybe not committed yet
+        self.commit_messages: list[str] = []
+        self.card_metadata: list[dict] = []  # parsed YAML headers of the model cards it validated
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
@@ -181,6 +200,127 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self._dispatch(send_body=False)
 
+    def do_POST(self):
+        self._dispatch_write()
+
+    def do_PUT(self):
+        self._dispatch_write()
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _dispatch_write(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        record = Request(self.command, urlsplit(self.path).path, None, auth == f"Bearer {self.hub.token}")
+        with self.hub._lock:
+            self.hub.requests.append(record)
+        self._record = record
+        body = self._read_body()
+        parts = [unquote(p) for p in urlsplit(self.path).path.split("/") if p != ""]
+        if self.command == "PUT" and parts[:1] == ["lfs-upload"] and len(parts) == 2:
+            return self._lfs_put(parts[1], body)
+        if not record.authorized:
+            return self._error(401, None, "Invalid credentials in Authorization header", True)
+        if parts == ["api", "validate-yaml"]:
+            return self._validate_yaml(json.loads(body)["content"])
+        if parts == ["api", "repos", "create"]:
+            return self._create_repo(json.loads(body or b"{}"))
+        if len(parts) >= 5 and parts[:2] == ["api", "models"] and parts[4] in ("preupload", "commit", "branch"):
+            repo = self.hub.repos.get("/".join(parts[2:4]))
+            if repo is None:
+                return self._error(404, "RepoNotFound", "Repository not found", True)
+            revision = "/".join(parts[5:]) or "main"
+            if parts[4] == "branch":
+                return self._create_branch(repo, revision)
+            if parts[4] == "preupload":
+                return self._preupload(json.loads(body))
+            return self._commit(repo, revision, body)
+        if parts[-4:] == ["info", "lfs", "objects", "batch"]:
+            return self._lfs_batch(json.loads(body))
+        return self._error(404, None, "Not found", True)
+
+    # -- write endpoints ----------------------------------------------------------------------------------
+    def _create_repo(self, payload: dict) -> None:
+        repo_id = f"{payload.get('organization')}/{payload.get('name')}"
+        if repo_id in self.hub.repos:
+            return self._json(409, {"error": "You already created this model repo", "url": f"{self.hub.url}/{repo_id}"}, True)
+        private = payload.get("visibility") == "private" or bool(payload.get("private"))
+        self.hub.add_commit(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, private=private)
+        self._json(200, {"url": f"{self.hub.url}/{repo_id}", "name": repo_id, "id": repo_id}, True)
+
+    def _validate_yaml(self, content: str) -> None:
+        """The hub checks a model card's YAML header before a commit; so does the stand-in (it must parse)."""
+        import yaml
+
+        if not content.startswith("---\n"):
+            return self._json(200, {"warnings": [{"message": "empty or missing yaml metadata"}]}, True)
+        header = content[4:].split("\n---\n", 1)[0]
+        try:
+            data = yaml.safe_load(header)
+            assert isinstance(data, dict)
+        except Exception as error:
+            return self._json(400, {"errors": [{"message": f"invalid YAML: {error}"}]}, True)
+        self.hub.card_metadata.append(data)
+        self._json(200, {"warnings": []}, True)
+
+    def _create_branch(self, repo: HubRepo, branch: str) -> None:
+        if branch in repo.refs:
+            return self._error(409, None, f"Reference refs/heads/{branch} already exists", True)
+        repo.refs[branch] = repo.refs["main"]
+        self._json(200, {}, True)
+
+    def _preupload(self, payload: dict) -> None:
+        lfs = LFS_SUFFIXES + (".png",)
+        files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(lfs) else "regular", "shouldIgnore": False} for f in payload["files"]]
+        self._json(200, {"files": files, "commitOid": None}, True)
+
+    def _lfs_batch(self, payload: dict) -> None:
+        objects = []
+        for item in payload.get("objects", []):
+            entry = {"oid": item["oid"], "size": item["size"]}
+            if item["oid"] not in self.hub.lfs_objects:
+                entry["actions"] = {"upload": {"href": f"{self.hub.url}/lfs-upload/{item['oid']}"}}
+            objects.append(entry)
+        self._json(200, {"transfer": "basic", "objects": objects}, True)
+
+    def _lfs_put(self, oid: str, body: bytes) -> None:
+        if hashlib.sha256(body).hexdigest() != oid:
+            return self._error(400, None, "content does not match its oid", True)
+        self.hub.lfs_objects[oid] = body
+        self._json(200, {}, True)
+
+    def _commit(self, repo: HubRepo, revision: str, body: bytes) -> None:
+        sha = repo.resolve(revision)
+        if sha is None:
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", True)
+        files = {path: f.data for path, f in repo.commits[sha].items()}
+        summary = ""
+        for line in body.splitlines():
+            item = json.loads(line)
+            value = item["value"]
+            if item["key"] == "header":
+                summary = value.get("summary", "")
+            elif item["key"] == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] == "lfsFile":
+                if value["oid"] not in self.hub.lfs_objects:
+                    return self._error(422, None, f"LFS object {value['oid']} was never uploaded", True)
+                files[value["path"]] = self.hub.lfs_objects[value["oid"]]
+            elif item["key"] == "deletedFile":
+                files.pop(value["path"], None)
+        self.hub.commit_messages.append(summary)
+        new_sha = self.hub.add_commit(repo.repo_id, files, ref=revision if not HubRepo.is_sha(revision) else None)
+        self._json(200, {"commitUrl": f"{self.hub.url}/{repo.repo_id}/commit/{new_sha}", "commitOid": new_sha, "success": True}, True)
+
     # -- plumbing ----------------------------------------------------------------------------------------
     def _dispatch(self, send_body: bool) -> None:
         auth = self.headers.get("Authorization", "")
@@ -190,10 +330,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._record = record
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/") if p != ""]
+        prefix = ""
+        if parts[:2] == ["api", "datasets"] or (parts[:1] == ["datasets"] and len(parts) >= 6):
+            prefix = DATASET_PREFIX  # dataset repositories live beside the models under their own key
+            parts = parts[:1] + parts[2:] if parts[0] == "api" else parts[1:]
+            parts = (["api", "models"] + parts[1:]) if parts[0] == "api" else parts
+        if parts[:2] == ["api", "models"] and len(parts) >= 5 and parts[4] == "tree":
+            return self._tree(prefix + "/".join(parts[2:4]), parts[5] if len(parts) > 5 else "main", send_body)
         if parts[:2] == ["api", "models"]:
-            return self._model_info(parts[2:], parse_qs(url.query), send_body)
+            return self._model_info(parts[2:], parse_qs(url.query), send_body, prefix)
         if len(parts) >= 5 and parts[2] == "resolve":
-            return self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), send_body)
+            return self._resolve(prefix + "/".join(parts[:2]), parts[3], "/".join(parts[4:]), send_body)
         return self._error(404, None, "Not found", send_body)
 
     def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool, length: int | None = None) -> None:
@@ -229,10 +376,26 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     # -- endpoints ---------------------------------------------------------------------------------------
-    def _model_info(self, rest: list[str], query: dict, send_body: bool) -> None:
+    def _tree(self, key: str, revision: str, send_body: bool) -> None:
+        """``GET /api/{models,datasets}/ORG/NAME/tree/REV?recursive=true``: every file, one page."""
+        repo = self._repo_access(key, send_body)
+        if repo is None:
+            return
+        sha = repo.resolve(revision)
+        if sha is None:
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", send_body)
+        entries = []
+        for f in sorted(repo.commits[sha].values(), key=lambda f: f.path):
+            entry = {"type": "file", "oid": f.blob_id, "size": len(f.data), "path": f.path}
+            if f.lfs:
+                entry["lfs"] = {"oid": f.sha256, "size": len(f.data), "pointerSize": len(f.pointer())}
+            entries.append(entry)
+        self._json(200, entries, send_body)
+
+    def _model_info(self, rest: list[str], query: dict, send_body: bool, prefix: str = "") -> None:
         if len(rest) < 2:
             return self._error(404, None, "Not found", send_body)
-        repo_id, tail = "/".join(rest[:2]), rest[2:]
+        repo_id, tail = prefix + "/".join(rest[:2]), rest[2:]
         revision = "/".join(tail[1:]) if tail[:1] == ["revision"] else "main"
         repo = self._repo_access(repo_id, send_body)
         if repo is None:
@@ -242,7 +405,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", send_body)
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
         siblings = [f.sibling() if blobs else {"rfilename": f.path} for f in sorted(repo.commits[sha].values(), key=lambda f: f.path)]
-        info = {"_id": sha[:24], "id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
+        public_id = repo_id[len(DATASET_PREFIX):] if repo_id.startswith(DATASET_PREFIX) else repo_id
+        info = {"_id": sha[:24], "id": public_id, "modelId": public_id, "sha": sha, "private": repo.private,
                 "gated": "manual" if repo.gated else False, "lastModified": "2026-01-01T00:00:00.000Z", "tags": [], "siblings": siblings}
         self._json(200, info, send_body)
 

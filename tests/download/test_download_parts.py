@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
-from fake_hub_server import ADAPTER
+from fake_hub_server import ADAPTER, MODEL
 
 from lorakit.errors import LorakitError, UsageError
 from lorakit.hub.hub_errors import scrub
@@ -91,7 +92,7 @@ def test_output_that_is_a_file_is_refused_even_with_force(hub, run_cli, tmp_path
     assert code == 1 and "is a file, not a folder" in err and target.read_text() == "data"
 
 
-def test_offline_run_finds_a_finished_download_even_after_the_cache_is_cleaned(hub, run_cli, monkeypatch, tmp_path):
+def test_cleaned_cache_is_named_offline_and_refilled_online(hub, run_cli, monkeypatch, tmp_path):
     import shutil
 
     assert run_cli("download", ADAPTER)[0] == 0
@@ -99,9 +100,58 @@ def test_offline_run_finds_a_finished_download_even_after_the_cache_is_cleaned(h
     hub.requests.clear()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out, err = run_cli("download", ADAPTER, "--json")
+    assert code == 1 and "no longer holds" in err and "unset HF_HUB_OFFLINE" in err and hub.requests == []
+    assert err.count("Error:") == 1
+    # Online again, the folder (lorakit's own download of that commit) is refilled without --force.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    code, out, err = run_cli("download", ADAPTER, "--json")
     assert code == 0, err
-    assert json.loads(out)["status"] == "up-to-date" and hub.requests == []
-    assert (home.loras_dir() / "lorakit-test_tiny-lora" / "adapter_model.safetensors").is_file()
+    assert (home.loras_dir() / "lorakit-test_tiny-lora" / "adapter_model.safetensors").read_bytes() == hub.adapter_files["adapter_model.safetensors"]
+
+
+def test_one_copy_on_disk_links_into_the_cache(hub, run_cli, monkeypatch, tmp_path):
+    import os
+    import shutil
+
+    size = sum(len(data) for data in hub.model_files.values())
+    real_usage = shutil.disk_usage
+    Usage = namedtuple("Usage", "total used free")
+    # Room for one copy (plus the margin), not two: the download must still go ahead.
+    from lorakit.hub.install import DISK_MARGIN
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 0, size + DISK_MARGIN + 4096))
+    code, out, err = run_cli("download", MODEL, "--json")
+    assert code == 0, err
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    target = home.models_dir() / "lorakit-test_tiny-llama"
+    snapshot = tmp_path / "hf-cache" / "models--lorakit-test--tiny-llama" / "snapshots" / hub.shas["model"]
+    for name in hub.model_files:
+        assert (target / name).is_symlink() and Path(os.readlink(target / name)) == snapshot / name
+        assert (target / name).read_bytes() == hub.model_files[name]
+    assert not (target / "lorakit_download.json").is_symlink()
+    assert json.loads((target / "lorakit_download.json").read_text())["storage"] == "links into the HF cache"
+    assert run_cli("download", MODEL, "--check")[0] == 0
+
+    # A file changed in the cache is caught by --check through the link.
+    blob = (target / "config.json").resolve()
+    blob.write_text(blob.read_text().replace("64", "65", 1))
+    code, _, err = run_cli("download", MODEL, "--check")
+    assert code == 1 and "config.json (changed)" in err
+
+
+def test_copy_with_a_message_where_links_are_impossible(hub, run_cli, monkeypatch):
+    import os
+
+    def no_symlink(*args, **kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", no_symlink)
+    code, out, err = run_cli("download", ADAPTER, "--json")
+    assert code == 0, err
+    assert "symbolic links cannot be made" in err and "copied" in err
+    target = home.loras_dir() / "lorakit-test_tiny-lora"
+    assert not (target / "adapter_model.safetensors").is_symlink()
+    assert (target / "adapter_model.safetensors").read_bytes() == hub.adapter_files["adapter_model.safetensors"]
 
 
 def test_help_lists_the_flags(run_cli):
@@ -109,3 +159,49 @@ def test_help_lists_the_flags(run_cli):
     assert code == 0
     for flag in ("--revision", "--include", "--exclude", "--output", "--token", "--threads", "--check", "--force", "--json"):
         assert flag in out
+
+
+def test_dns_failure_and_refused_connection_are_not_retried_but_timeouts_and_429_are(monkeypatch):
+    import httpx2
+
+    from lorakit.hub import retry
+    from lorakit.hub.hub_errors import is_transient, retry_after
+
+    assert not is_transient(httpx2.ConnectError("[Errno -2] Name or service not known"))
+    assert not is_transient(ConnectionRefusedError(111, "Connection refused"))
+    assert is_transient(httpx2.ReadTimeout("timed out")) and is_transient(httpx2.ConnectTimeout("timed out"))
+
+    class Response:
+        status_code = 429
+        headers = {"Retry-After": "7"}
+
+    class RateLimited(Exception):
+        response = Response()
+
+    assert retry_after(RateLimited()) == 7.0
+    waits, calls = [], []
+    monkeypatch.setattr(retry, "is_transient", lambda error: True)
+
+    def action():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RateLimited()
+        return "done"
+
+    class Clock:
+        def wait(self, delay):
+            waits.append(delay)
+            return False
+
+    monkeypatch.setattr(retry.threading, "Event", Clock)
+    assert retry.call_with_retries(action) == "done" and waits == [7.0, 7.0]
+
+    def refused():
+        calls.append(1)
+        raise httpx2.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(retry, "is_transient", is_transient)
+    calls.clear()
+    with pytest.raises(httpx2.ConnectError):
+        retry.call_with_retries(refused)
+    assert len(calls) == 1

@@ -23,7 +23,8 @@ def test_help_lists_the_flags_and_imports_no_torch():
     code = "import sys\nfrom lorakit.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     for flag in ("--name", "--dataset", "--raw-text", "--eval-dataset", "--target-modules", "--scheduler", "--resume", "--overwrite",
-                 "--dry-run", "--copy-from", "--config", "--stop-at-loss", "--precision", "--load-in-4bit", "--use-dora", "--report-to"):
+                 "--dry-run", "--copy-from", "--config", "--stop-at-loss", "--precision", "--load-in-4bit", "--use-dora", "--report-to",
+                 "--gradient-checkpointing", "--weight-decay", "--max-steps", "--val-set-size", "--load-best", "--early-stopping-patience"):
         assert flag in done.stdout
     assert "TORCH False" in done.stdout
 
