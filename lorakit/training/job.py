@@ -106,7 +106,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
     from lorakit.store.atomic import atomic_write_text
     from lorakit.training.distributed import barrier
     from lorakit.training.activation_memory import run_advice
-    from lorakit.training.model_setup import attach_lora, load_base
+    from lorakit.training.model_setup import attach_lora, load_base, refuse_nonfinite_shards
     from lorakit.training.outputs import (
         plot_loss,
         save_final_adapter,
@@ -127,15 +127,18 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         tokens = sum(len(example.input_ids) for example in examples)
         info(f"Training on {len(examples)} examples ({tokens} tokens) from {params.dataset or params.raw_text}{held}.")
         info(f"Loading {model_path}...")
-    if params.shard != "none" and ctx.enabled:
+    shard = params.shard != "none" and ctx.enabled
+    if shard:
         import_peft_probes_early()
-    session, precision = load_base(params, model_path, request.cpu, device)
+    session, precision = load_base(params, model_path, request.cpu, device, check_weights=not shard)
     peft_model = attach_lora(session.model, params)
     if params.gradient_checkpointing:
         from lorakit.training.activation_memory import enable
 
         enable(peft_model)
     sharded = shard_base(peft_model, ctx, params.shard, device)
+    if sharded:  # each rank checks its own shards: no rank ever reads the whole base
+        refuse_nonfinite_shards(peft_model, ctx)
     if ctx.is_main and params.shard != "none":
         info(f"Base sharded with FSDP2 over {ctx.world_size} ranks (LoRA weights and optimizer state replicated)." if sharded
              else f"--shard {params.shard}: a single process has nothing to shard (launch with torchrun --nproc_per_node=N).")

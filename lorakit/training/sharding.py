@@ -101,10 +101,55 @@ def shard_base(peft_model, ctx, mode: str, device: str) -> bool:
     mesh = init_device_mesh(str(device).split(":")[0], (ctx.world_size,))
     lora = {param for param in peft_model.parameters() if param.requires_grad}
     for layer in layers:
+        originals = [param.detach() for param in layer.parameters() if param not in lora]
         fully_shard(layer, mesh=mesh, ignored_params=lora & set(layer.parameters()))
+        drop_file_pages(originals)
+    originals = [param.detach() for param in peft_model.parameters() if param not in lora and not hasattr(param, "to_local")]
     fully_shard(peft_model, mesh=mesh, ignored_params=lora)
+    drop_file_pages(originals)
+    del originals
     gc.collect()  # the full weights each rank loaded are dropped here; only its shards remain
     return True
+
+
+def drop_file_pages(tensors) -> int:
+    """Give back the resident pages of weights that are read straight from a memory-mapped file.
+
+    transformers maps a safetensors file as one storage, so the pages of a layer's full weights stay
+    resident until the last weight of the whole file is freed: sharding layer by layer would
+    otherwise peak at the whole base plus this rank's shards. After a layer is sharded its full
+    weights are no longer used; ``madvise(MADV_DONTNEED)`` drops their pages from this process
+    (clean pages of a file mapping are re-read from the file if ever touched again, so this never
+    changes a value). Only ranges inside file-backed mappings are touched. Returns bytes dropped;
+    a no-op off Linux.
+    """
+    import ctypes
+    import ctypes.util
+    import mmap
+    import os
+
+    if not tensors or not os.path.exists("/proc/self/maps"):
+        return 0
+    mappings = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5].startswith("/") and fields[5].endswith(".safetensors"):
+                start, end = (int(value, 16) for value in fields[0].split("-"))
+                mappings.append((start, end))
+    if not mappings:
+        return 0
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    page, dropped = mmap.PAGESIZE, 0
+    for tensor in tensors:
+        begin = tensor.data_ptr()
+        finish = begin + tensor.numel() * tensor.element_size()
+        if not any(start <= begin and finish <= end for start, end in mappings):
+            continue
+        first, last = -(-begin // page) * page, finish // page * page  # whole pages inside the tensor only
+        if last > first and libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4) == 0:  # 4 = MADV_DONTNEED
+            dropped += last - first
+    return dropped
 
 
 def return_freed_buffers_to_os(threshold: int = 1 << 20) -> bool:

@@ -19,7 +19,7 @@ from lorakit_testing import build_tiny_model
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lorakit", "train")
 # micro batch 2 x accumulation 2 x 2 ranks = the single process's 2 x 4: the same 8 examples per step.
 ARGS = ("--batch-size", "8", "--micro-batch-size", "2", "--json")
-LONG_ROW = "The quick brown fox jumps over the lazy dog. Paris is the capital of France. " * 5
+SHORT_ROW = "The quick brown fox jumps over the lazy dog. Paris is the capital of France."
 
 
 def _summary(folder):
@@ -28,14 +28,15 @@ def _summary(folder):
 
 @pytest.fixture(scope="module")
 def wide_model_dir(tmp_path_factory):
-    """A random Llama of 50M parameters (200 MB fp32): large enough that the weights, not the
-    Python stack, decide a process's memory."""
-    return build_tiny_model(tmp_path_factory.mktemp("wide") / "wide-llama", hidden_size=768, intermediate_size=2048,
-                            num_hidden_layers=8, num_attention_heads=12, num_key_value_heads=4)
+    """A random Llama of 100M parameters (400 MB fp32) in 32 narrow layers: the weights, not the Python
+    stack, decide a process's memory, and one gathered layer (12 MB) is small next to the half base a
+    rank no longer holds."""
+    return build_tiny_model(tmp_path_factory.mktemp("deep") / "deep-llama", hidden_size=512, intermediate_size=1536,
+                            num_hidden_layers=32, num_attention_heads=8, num_key_value_heads=4)
 
 
 def test_sharded_run_equals_single_process_with_less_memory_per_rank(wide_model_dir, tmp_path, lorakit_home):
-    rows = [{"instruction": f"Tell story {i}.", "input": "", "output": LONG_ROW} for i in range(7)]  # 7: the last step is uneven
+    rows = [{"instruction": f"Tell story {i}.", "input": "", "output": SHORT_ROW} for i in range(7)]  # 7: the last step is uneven
     dataset = tmp_path / "long.json"
     dataset.write_text(json.dumps(rows))
     common = (str(wide_model_dir), "--dataset", str(dataset), *TINY_ARGS, *ARGS, "--epochs", "1",
@@ -83,6 +84,25 @@ def test_sharded_run_killed_then_resumed_sharded_matches_uninterrupted(run_cli, 
     assert code == 0, err
     assert_same_adapter(killed, single, atol=1e-5)
     assert [entry["step"] for entry in json.loads((killed / "training_log.json").read_text())["steps"]] == list(range(1, 61))
+
+
+def test_sharded_ranks_refuse_a_base_with_nan_together(tiny_model_dir, tiny_dataset, tmp_path, lorakit_home):
+    """Each rank checks only its own shards; the rank that holds the NaN names it and no rank hangs."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "nan-model"
+    shutil.copytree(tiny_model_dir, broken)
+    state = load_file(str(broken / "model.safetensors"))
+    key = next(k for k in sorted(state) if "layers.1.mlp.down_proj.weight" in k)
+    state[key][-1, -1] = float("nan")  # the last row: in rank 1's shard
+    save_file(state, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    done = run_group([*TORCHRUN, str(broken), "--dataset", str(tiny_dataset), *TINY_ARGS, *ARGS, "--epochs", "1", "--shard", "fsdp2",
+                      "--output", str(tmp_path / "out")], subprocess_env(lorakit_home), timeout=150)
+    assert done.returncode != 0
+    assert "model.layers.1.mlp.down_proj.weight holds NaN or Inf" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_shard_refuses_what_cannot_shard_before_loading(run_cli, tiny_model_dir, tiny_dataset, tmp_path):
