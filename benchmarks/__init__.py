@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-BENCHMARKS = ("train", "train_memory", "generate", "apply", "merge", "eval", "cli")
+BENCHMARKS = ("train", "train_memory", "generate", "apply", "merge", "eval", "serve", "cli")
 """Discovered by name: benchmark NAME is the module ``benchmarks/NAME_bench.py``."""
 
 

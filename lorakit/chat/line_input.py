@@ -2,8 +2,10 @@
 
 On a terminal, ``readline`` gives the usual line editing (arrows, Ctrl-A/E, Ctrl-R search) and the
 history is kept in ``$LORAKIT_HOME/chat_history`` across sessions (appended after every line, so a
-killed session keeps what was typed). Piped input is read line by line with no prompt, which is
-what scripts and tests drive.
+killed session keeps what was typed). With stdout redirected (``lorakit chat > answers.txt``) the
+prompt goes to stderr and lines are read without editing (Python's ``input`` edits only when both
+ends are a terminal). Piped input is read line by line with no prompt, which is what scripts and
+tests drive.
 """
 
 from __future__ import annotations
@@ -50,9 +52,14 @@ class LineInput:
             line = sys.stdin.readline()
             return None if line == "" else line.rstrip("\r\n")
         try:
-            line = input(self.prompt)
+            if sys.stdout.isatty():
+                line = input(self.prompt)
+            else:  # `lorakit chat > answers.txt`: the prompt is not data, so it goes to the terminal via stderr
+                sys.stderr.write(self.prompt)
+                sys.stderr.flush()
+                line = input()
         except EOFError:
-            sys.stdout.write("\n")
+            (sys.stdout if sys.stdout.isatty() else sys.stderr).write("\n")  # end the prompt's line, where the prompt went
             return None
         self._remember(line)
         return line

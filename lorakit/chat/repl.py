@@ -52,7 +52,7 @@ class ChatRepl:
             try:
                 line = lines.read()
             except KeyboardInterrupt:  # Ctrl-C at the prompt drops the line, as a shell does
-                sys.stdout.write("\n")
+                sys.stderr.write("\n")
                 continue
             if line is None:
                 return 0

@@ -34,7 +34,7 @@ def apply_weights(texts: list[str], weights: str | None):
 
 @click.command()
 @click.argument("inputs", nargs=-1, metavar="[MODEL | ADAPTER...]")
-@click.option("--lora", "loras", multiple=True, metavar="PATH[:WEIGHT]", help="LoRA folder (or name under $LORAKIT_HOME/loras) with an optional weight; repeatable.")
+@click.option("--lora", "loras", multiple=True, metavar="PATH[:WEIGHT]", help="LoRA folder, name under $LORAKIT_HOME/loras, or hub id ORG/NAME[:REVISION], with an optional :WEIGHT; repeatable.")
 @click.option("--weights", metavar="W1,W2,...", help="One weight per LoRA, in order (instead of NAME:WEIGHT).")
 @click.option("--output", "-o", required=True, help="Output folder (hf, state_dict, --adapters-only: a bare NAME goes under $LORAKIT_HOME/loras) or .gguf file.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="hf", show_default=True,

@@ -14,7 +14,7 @@ def model_argument(func):
 def lora_option(func):
     return click.option(
         "--lora", "loras", multiple=True, metavar="PATH[:WEIGHT]",
-        help="LoRA folder (or name under $LORAKIT_HOME/loras) with an optional weight; repeatable.",
+        help="LoRA folder, name under $LORAKIT_HOME/loras, or hub id ORG/NAME[:REVISION], with an optional :WEIGHT; repeatable.",
     )(func)
 
 

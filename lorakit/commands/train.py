@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lorakit.training.params import INIT_METHODS, OPTIMIZERS, SCHEDULERS, TrainParams
+from lorakit.training.params import EXPERT_MODES, INIT_METHODS, OPTIMIZERS, SCHEDULERS, TrainParams
 
 D = TrainParams()
 SAMPLE_ALIAS = "sample"
@@ -30,6 +30,9 @@ OPTIONS = [
     _opt("--alpha", type=float, default=D.alpha, help="LoRA alpha (scale = alpha / rank)."),
     _opt("--dropout", type=float, default=D.dropout, help="LoRA dropout."),
     _opt("--target-modules", default=",".join(D.target_modules), help="Comma-separated projections, or all-linear."),
+    _opt("--experts", default=D.experts, type=click.Choice(EXPERT_MODES), show_default=True,
+         help="Mixture-of-experts models: target = LoRAs on the routed experts too (PEFT target_parameters), skip = leave them out; "
+              "auto refuses targets that would skip them silently."),
     _opt("--learning-rate", type=float, default=D.learning_rate),
     _opt("--weight-decay", type=float, default=D.weight_decay, help="Weight decay of the optimizer (decoupled for AdamW)."),
     _opt("--scheduler", default=D.scheduler, help="One of: " + ", ".join(SCHEDULERS) + "."),

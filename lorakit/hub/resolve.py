@@ -42,9 +42,9 @@ def resolve_model(spec: str | None, quiet: bool = False) -> Path:
     from lorakit.hub.install import default_target
 
     folder = default_target(ref, "model")
-    if is_hf_folder(folder):
-        return folder
-    return fetch(ref, "model", quiet)
+    if not (is_hf_folder(folder) or any(folder.glob("*.gguf"))):
+        folder = fetch(ref, "model", quiet)
+    return resolve_local(str(folder))  # a GGUF repository is converted once, like a local .gguf
 
 
 def resolve_lora(name: str, quiet: bool = False) -> Path:

@@ -21,7 +21,7 @@ from lorakit.hub.repo_ref import RepoRef, parse_repo_ref
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 # What lorakit keeps beside an adapter, plus the tokenizer files some adapters carry. Never a pickle.
-EXTRA_FILES = ("training_parameters.json", "training_log.json", "prompt_format.json", "lorakit_base.json", "loss_curve.png",
+EXTRA_FILES = ("training_parameters.json", "training_log.json", "prompt_format.json", "lorakit_base.json", "loss_curve.png", "lorakit_convert.json",
                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 

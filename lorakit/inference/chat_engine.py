@@ -35,9 +35,11 @@ class Reply:
 class LocalChatEngine:
     """Chat replies from a loaded session; ``template`` is auto, chat, alpaca or raw."""
 
-    def __init__(self, session, template: str = "auto"):
+    def __init__(self, session, template: str = "auto", command_prefix: str = "/"):
         self.session = session
         self.template = template
+        # hints name the REPL's own commands: "/weight" in chat, "weight" in apply -i
+        self.command_prefix = command_prefix
         self._warned: set[str] = set()
 
     # ---- what the REPL shows ---------------------------------------------------------------------
@@ -75,7 +77,7 @@ class LocalChatEngine:
         (planned,) = plan_loras([text], session.options, taken=session.names())
         same = next((lora for lora in session.loras if Path(lora.path).resolve() == planned.path.resolve()), None)
         if same is not None:  # the rule of --lora X --lora X, in every command
-            raise UsageError(f"'{planned.spec.name}' is already attached as {same.name}", f"change its weight with /weight {same.name} W")
+            raise UsageError(f"'{planned.spec.name}' is already attached as {same.name}", f"change its weight with: {self.command_prefix}weight {same.name} W")
         check_planned_lora(session.loader, planned, session.model_path, session.options)
         report = session.add_lora(planned.name, planned.path, planned.spec.weight, adapter=planned.adapter)
         return f"added {planned.name} (weight {planned.spec.weight:g}) in {report.seconds * 1000:.0f} ms"

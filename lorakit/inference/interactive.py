@@ -32,7 +32,7 @@ HELP = """commands:
 class InteractiveSession:
     def __init__(self, session, settings: SamplingSettings | None = None):
         self.session = session
-        self.engine = LocalChatEngine(session)
+        self.engine = LocalChatEngine(session, command_prefix="")
         self.settings = settings or SamplingSettings()
         self.conversation = Conversation()
 

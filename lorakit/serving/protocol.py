@@ -27,6 +27,7 @@ class Completion:
     messages: list[dict] | None = None
     prompt: str | None = None
     adapters: object = None
+    ignore_eos: bool = False
 
 
 def _number(body: dict, key: str, default, low=None, high=None, low_open=False):
@@ -94,7 +95,10 @@ def _common(body: dict, max_tokens_limit: int) -> dict:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise bad("'stream_options' must be an object", "stream_options")
-    return dict(model=model.strip(), params=params, max_tokens=max_tokens, stops=stops, stream=stream,
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise bad("'ignore_eos' must be true or false", "ignore_eos")
+    return dict(model=model.strip(), params=params, ignore_eos=ignore_eos, max_tokens=max_tokens, stops=stops, stream=stream,
                 include_usage=bool(options.get("include_usage")), adapters=body.get("adapters"))
 
 

@@ -7,8 +7,10 @@ adapter changes, the A factors of the adapters *present in this batch* are conca
     out += ((x @ A_cat) * S_row) @ B_cat           S_row[b, j] = w_{b,i} * alpha_i / r_i
 
 where column j belongs to adapter i and w_{b,i} is row b's weight for it (0 when the row does not
-use it). Three small matmul-sized ops per layer for the whole batch, no per-row Python loop, no
-gather of per-row weight copies; a base-only row has a zero scale row and gets exactly ``out``.
+use it). Layers that read the same input (q/k/v, gate/up) share one ``x @ A`` and one scale; each
+then adds its slice ``@ B_cat`` with one fused ``addmm_``. No per-row Python loop, no gather of
+per-row weight copies, and the plan is reused while the batch's mixes stay the same; a base-only
+row has a zero scale row and gets exactly ``out``.
 A mixture ``a:0.7+b:0.3`` is just a row with two non-zero blocks.
 """
 
@@ -50,6 +52,21 @@ def unsupported_reason(adapter: AdapterInfo) -> str | None:
     return None
 
 
+_SHARED_INPUT = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up",
+                 "w1": "gate_up", "w3": "gate_up", "query": "qkv", "key": "qkv", "value": "qkv"}
+
+
+def _input_group(module: str) -> tuple:
+    """Layers that read the same input in transformers' decoder blocks (q/k/v, gate/up) share one ``x @ A``.
+
+    Only a guess from the names; the hook checks that the input really is the same tensor before
+    reusing the product, so a wrong guess costs a matmul, never a wrong answer.
+    """
+    parent, _, leaf = module.rpartition(".")
+    kind = _SHARED_INPUT.get(leaf)
+    return (parent, kind) if kind else (module, None)
+
+
 class RowLoras:
     """Forward hooks on the layers loaded adapters touch; :meth:`set_rows` says what each row uses."""
 
@@ -59,6 +76,8 @@ class RowLoras:
         self._modules: dict[str, object] = {}
         self._hooks: dict[str, object] = {}
         self._plan: dict[str, tuple] | None = None
+        self._plans: dict[tuple, dict | None] = {}  # the rows' mixes -> plan (a batch keeps its mixes for many steps)
+        self._shared = None  # (group, input, x @ A_group) of the last group computed in this forward
         self._cat_cache: dict[tuple, tuple] = {}
 
     def _resolve(self, module: str):
@@ -88,6 +107,7 @@ class RowLoras:
             entry.factors[resolved] = (a.t().contiguous().to(device, dtype), b.t().contiguous().to(device, dtype))
             self._modules[resolved] = layer
         self.adapters[name] = entry
+        self._plans.clear()
         for module in entry.factors:
             if module not in self._hooks:
                 self._hooks[module] = self._modules[module].register_forward_hook(self._hook_for(module))
@@ -96,6 +116,7 @@ class RowLoras:
     def unload(self, name: str) -> None:
         self.adapters.pop(name, None)
         self._cat_cache.clear()
+        self._plans.clear()
         still = {module for entry in self.adapters.values() for module in entry.factors}
         for module in [m for m in self._hooks if m not in still]:
             self._hooks.pop(module).remove()
@@ -108,12 +129,21 @@ class RowLoras:
             entry = plan.get(module)
             if entry is None:
                 return None
-            a_cat, b_cat, scale = entry
+            group, offset, rank, b_cat = entry
             x = args[0]
-            h = (x if x.dtype == a_cat.dtype else x.to(a_cat.dtype)) @ a_cat
-            h.mul_(scale)
-            delta = h @ b_cat
-            output.add_(delta if delta.dtype == output.dtype else delta.to(output.dtype))
+            shared = self._shared
+            if shared is not None and shared[0] is group and shared[1] is x:
+                h_all = shared[2]
+            else:
+                a_group, scale_group = group
+                h_all = (x if x.dtype == a_group.dtype else x.to(a_group.dtype)) @ a_group
+                h_all.mul_(scale_group)
+                self._shared = (group, x, h_all)
+            h = h_all[..., offset:offset + rank].reshape(-1, rank)
+            if output.dtype == b_cat.dtype and output.is_contiguous():
+                output.view(-1, b_cat.shape[1]).addmm_(h, b_cat)
+            else:
+                output.add_((h @ b_cat).view(output.shape).to(output.dtype))
             return output
 
         return hook
@@ -121,33 +151,55 @@ class RowLoras:
     def clear(self) -> None:
         """The bare base for every row (the hooks return at once)."""
         self._plan = None
+        self._shared = None
 
     def set_rows(self, mixes) -> None:
         """``mixes[b]``: row b's ``((name, weight), ...)``; every name must be loaded."""
+        self._shared = None
+        key = tuple(mixes)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._build(mixes)
+            if len(self._plans) > 64:
+                self._plans.pop(next(iter(self._plans)))
+        self._plan = plan
+
+    def _build(self, mixes) -> dict | None:
+        """Per layer: its slice of its input group's ``x @ A`` and its ``B_cat`` (see the module docstring)."""
         import torch
 
         present = sorted({name for mix in mixes for name, _ in mix})
         if not present:
-            self._plan = None
-            return
+            return None
         index = {name: i for i, name in enumerate(present)}
         weights = [[0.0] * len(present) for _ in mixes]
         for row, mix in enumerate(mixes):
             for name, weight in mix:
                 weights[row][index[name]] = weight * self.adapters[name].scaling
-        by_signature: dict[tuple, object] = {}
+        groups: dict[tuple, list] = {}
+        for module in sorted({m for name in present for m in self.adapters[name].factors}):
+            groups.setdefault(_input_group(module), []).append(module)
         plan: dict[str, tuple] = {}
-        for module in {m for name in present for m in self.adapters[name].factors}:
-            users = tuple(name for name in present if module in self.adapters[name].factors)
-            a_cat, b_cat, columns = self._concatenated(module, users)
-            scale = by_signature.get((users, a_cat.dtype, a_cat.device))
-            if scale is None:
+        for members in groups.values():
+            parts = []
+            for module in members:
+                users = tuple(name for name in present if module in self.adapters[name].factors)
+                a_cat, b_cat, columns = self._concatenated(module, users)
                 table = torch.tensor([[weights[row][index[name]] for name in users] for row in range(len(mixes))],
                                      dtype=a_cat.dtype, device=a_cat.device)
-                scale = table.repeat_interleave(columns, dim=1).unsqueeze(1)  # [B, 1, R]
-                by_signature[(users, a_cat.dtype, a_cat.device)] = scale
-            plan[module] = (a_cat, b_cat, scale)
-        self._plan = plan
+                parts.append((module, a_cat, b_cat, table.repeat_interleave(columns, dim=1)))
+            if len({(a.shape[0], a.dtype, a.device) for _, a, _, _ in parts}) != 1:
+                parts_groups = [[part] for part in parts]  # inputs of different sizes cannot share a matmul
+            else:
+                parts_groups = [parts]
+            for chunk in parts_groups:
+                group = (torch.cat([a for _, a, _, _ in chunk], dim=1).contiguous(),
+                         torch.cat([scale for _, _, _, scale in chunk], dim=1).unsqueeze(1))  # [B, 1, R_group]
+                offset = 0
+                for module, a_cat, b_cat, _ in chunk:
+                    plan[module] = (group, offset, a_cat.shape[1], b_cat)
+                    offset += a_cat.shape[1]
+        return plan
 
     def _concatenated(self, module: str, users: tuple):
         import torch
@@ -166,4 +218,5 @@ class RowLoras:
             handle.remove()
         self._hooks.clear()
         self.adapters.clear()
-        self._plan = None
+        self._plans.clear()
+        self._plan = self._shared = None

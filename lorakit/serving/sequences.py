@@ -24,6 +24,8 @@ class Sequence:
     stops: tuple[str, ...] = ()
     emit: Callable[[str, dict], None] = lambda kind, data: None
     """``emit("text", {"text": delta})``, then ``emit("done", {...})`` or ``emit("error", {...})``; called from the engine thread."""
+    ignore_eos: bool = False
+    """Generate exactly ``max_tokens`` (vLLM's extra field; benchmarks use it for equal work)."""
     generated: list[int] = field(default_factory=list)
     sent: str = ""
     finish: str | None = None
@@ -46,7 +48,7 @@ class Sequence:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.generated.append(token)
-        if token in eos_ids:
+        if token in eos_ids and not self.ignore_eos:
             self.finish = "stop"
         elif len(self.generated) >= self.max_tokens:
             self.finish = "length"

@@ -29,6 +29,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 INIT_METHODS = ("default", "gaussian", "pissa", "olora", "orthogonal", "false")
 ALL_LINEAR = "all-linear"
+EXPERT_MODES = ("auto", "target", "skip")
 PARAMS_FILE = "training_parameters.json"
 MAX_EPOCHS = 1_000_000  # far beyond any real run; above it the step count is not even a number
 
@@ -54,6 +55,7 @@ class TrainParams:
     alpha: float = 64.0
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    experts: str = "auto"  # mixture-of-experts experts: auto (refuse to skip them silently), target, skip
     learning_rate: float = 3e-4
     scheduler: str = "linear"
     epochs: float = 3.0
@@ -220,6 +222,8 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
         value = getattr(p, key)
         if isinstance(spec.default, float) and isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"--{key.replace('_', '-')} must be a finite number (got {value})")
+    if p.experts not in EXPERT_MODES:
+        raise UsageError(f"unknown --experts '{p.experts}'", "choose one of: " + ", ".join(EXPERT_MODES))
     if p.scheduler not in SCHEDULERS:
         raise UsageError(f"unknown scheduler '{p.scheduler}'", "choose one of: " + ", ".join(SCHEDULERS))
     if p.optimizer not in OPTIMIZERS:

@@ -69,6 +69,8 @@ CASES = [
     case("train-name-with-slash", "train", "{model}", "--dataset", "{rows}", "--name", "a/b", expect="is not a valid LoRA name", code=2),
     case("train-target-modules-unknown", *T, "--target-modules", "wq,wv", expect="--target-modules wq,wv matches no layer", code=2),
     case("train-target-modules-empty", *T, "--target-modules", ",", expect="--target-modules is empty", code=2),
+    case("train-experts-unknown", *T, "--experts", "some", expect="--experts", code=2),
+    case("train-experts-target-on-a-dense-model", *T, "--experts", "target", expect="has no mixture-of-experts layers", code=2),
     case("train-raw-overlap-not-below-cutoff", "train", "{model}", "--raw-text", "{text}", "--name", "t", "--cutoff-len", "64", "--overlap-len", "64",
          expect="must be larger than --overlap-len", code=2),
     case("train-raw-text-missing", "train", "{model}", "--raw-text", "{tmp}/nowhere", "--name", "t", expect="not found", code=2),

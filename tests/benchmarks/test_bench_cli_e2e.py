@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_list_names_every_benchmark():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "list"], cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
-    assert [line.split()[0] for line in done.stdout.splitlines()] == ["train", "generate", "apply", "merge", "eval", "cli"]
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ["train", "train_memory", "generate", "apply", "merge", "eval", "serve", "cli"]
 
 
 def test_run_cli_quick_writes_json_records(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,9 +19,12 @@ UP = "\x1b[A"
 NOISE = ("Warning", "warn(", "Traceback", "it/s]")
 
 
-def _spawn(home, *args):
+def _spawn(home, *args, stdout_to=None):
     env = {**os.environ, "LORAKIT_HOME": str(home), "TERM": "xterm", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    child = pexpect.spawn(sys.executable, ["-m", "lorakit", "chat", *args, "--greedy", "--max-new-tokens", "4"],
+    argv = [sys.executable, "-m", "lorakit", "chat", *args, "--greedy", "--max-new-tokens", "4"]
+    if stdout_to is not None:  # `lorakit chat > file` typed at a shell
+        argv = ["/bin/sh", "-c", 'exec "$@" > ' + shlex.quote(str(stdout_to)), "sh", *argv]
+    child = pexpect.spawn(argv[0], argv[1:],
                           env=env, encoding="utf-8", timeout=120, dimensions=(40, 200))
     child.logfile_read = io.StringIO()  # everything the user sees, for the no-noise check
     child.expect_exact("you> ")
@@ -62,11 +66,20 @@ def test_readline_editing_and_history_across_sessions(tiny_model_dir, lorakit_ho
         child = _spawn(lorakit_home, "--url", server.url)
         child.send(UP + "\r")
         child.expect_exact("saved 0 messages")
-        child.send("hello\r")
-        child.expect_exact("model=tiny-base system= turns=1 last=hello")
         child.sendeof()
         child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0
+
+        answers = tmp_path / "answers.txt"  # `lorakit chat > answers.txt`: the prompt stays on the terminal
+        child = _spawn(lorakit_home, "--url", server.url, stdout_to=answers)
+        child.send("hello\r")
+        child.expect_exact("tokens/s")
+        child.expect_exact("you> ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+        assert answers.read_text() == "model=tiny-base system= turns=1 last=hello\n"  # only the reply is data
     finally:
         server.stop()

@@ -62,8 +62,8 @@ def client(server):
     return OpenAI(base_url=f"http://127.0.0.1:{server['port']}/v1", api_key="sk-e2e", max_retries=0)
 
 
-def complete(client, model) -> str:
-    return client.completions.create(model=model, prompt=PROMPT, max_tokens=TOKENS, temperature=0).choices[0].text
+def complete(client, model, prompt=PROMPT) -> str:
+    return client.completions.create(model=model, prompt=prompt, max_tokens=TOKENS, temperature=0).choices[0].text
 
 
 def lorakit_generate(server, *loras) -> str:
@@ -89,12 +89,14 @@ def test_greedy_text_per_adapter_and_mixture_equals_lorakit_generate(server, cli
 
 
 def test_concurrent_mixed_requests_each_give_their_text_alone(server, client):
+    """fp32: a batch mixing the base, two adapters and a mixture changes nobody's text (no row takes another's LoRA)."""
     names = [server["model"].name, "alpha", "beta", "alpha:0.5+beta:0.5"]
-    alone = {name: complete(client, name) for name in names}
+    keys = [(name, prompt) for prompt in (PROMPT, "Once upon a time") for name in names]
+    alone = {key: complete(client, *key) for key in keys}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        jobs = [(name, pool.submit(complete, client, name)) for name in names * 2]
-        together = [(name, job.result()) for name, job in jobs]
-    assert [(name, text) for name, text in together if text != alone[name]] == []
+        jobs = [(key, pool.submit(complete, client, *key)) for key in keys]
+        together = [(key, job.result()) for key, job in jobs]
+    assert [(key, text) for key, text in together if text != alone[key]] == []
 
 
 def test_unknown_names_and_paths_outside_loras_are_404(server, client):
@@ -107,3 +109,18 @@ def test_unknown_names_and_paths_outside_loras_are_404(server, client):
         from openai import OpenAI
 
         OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0).models.list()
+
+
+def test_chat_uses_the_chat_template_like_lorakit_generate_and_streams_the_same(server, client):
+    question = "What is the capital of France?"
+    messages = [{"role": "user", "content": question}]
+    answer = client.chat.completions.create(model="alpha", messages=messages, max_tokens=TOKENS, temperature=0)
+    argv = [sys.executable, "-m", "lorakit", "generate", str(server["model"]), "--lora", "alpha", "--greedy",
+            "--repetition-penalty", "1", "--max-new-tokens", str(TOKENS), "--prompt", question]
+    done = subprocess.run(argv, env={**os.environ, "LORAKIT_HOME": str(server["home"])}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert answer.choices[0].message.content == done.stdout.removesuffix("\n")
+    assert answer.usage.completion_tokens <= TOKENS and answer.usage.prompt_tokens > 0
+    stream = client.chat.completions.create(model="alpha", messages=messages, max_tokens=TOKENS, temperature=0, stream=True)
+    chunks = list(stream)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) == answer.choices[0].message.content

@@ -188,3 +188,18 @@ def test_a_server_that_dies_before_listening_is_one_line(fake_python, tmp_path, 
     last = err.strip().splitlines()[-1]
     assert last.startswith("Error: vLLM did not start: ValueError: fake failure before listening; see its log "), err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_vllm_does_not_outlive_a_killed_lorakit(fake_python, tmp_path, tiny_model_dir):
+    process = start_engine(tmp_path, tiny_model_dir, 0)
+    for line in iter(process.stderr.readline, ""):
+        if line.startswith("listening on"):
+            break
+    process.kill()  # SIGKILL: lorakit cannot forward anything
+    process.wait(30)
+    marker = tmp_path / "record.json.term"
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.read_text() == "SIGTERM"
