@@ -70,6 +70,8 @@ OPTIONS = [
     _opt("--report-to", default=D.report_to,
          help="none, or tensorboard, wandb, mlflow (comma-separated; optional extras). TensorBoard logs to OUTPUT/runs, W&B to OUTPUT/wandb "
               "(WANDB_MODE=offline works), MLflow to $MLFLOW_TRACKING_URI or OUTPUT/mlruns."),
+    _opt("--shard", default=D.shard, help="Under torchrun: fsdp2 shards the frozen base over the ranks with PyTorch FSDP2 "
+         "(LoRA weights and optimizer state stay replicated); none = every rank holds the whole base."),
     _opt("--copy-from", metavar="LORA", help="Start from the saved parameters of an existing LoRA (flags still override)."),
     _opt("--config", "config_file", metavar="FILE", help=f"YAML/JSON file of parameters (keys as the flag names). '{SAMPLE_ALIAS}' = the settings for the sample dataset."),
     _opt("--resume", is_flag=True, help="Continue from the newest complete checkpoint in the output folder."),

@@ -57,11 +57,12 @@ def train_loader(params: TrainParams, model_path: Path, cpu: bool, device: str):
     """
     from lorakit.loaders.options import LoadOptions
     from lorakit.loaders.registry import backends_that, choose_loader
+    from lorakit.training.sharding import quant_storage_extra
 
     precision = resolve_precision(params.precision, device)
     options = LoadOptions(
         dtype=precision.load_dtype, load_in_8bit=params.load_in_8bit, load_in_4bit=params.load_in_4bit,
-        cpu=cpu, purpose="train",
+        cpu=cpu, purpose="train", extra=quant_storage_extra(params.shard, params.load_in_4bit, precision.load_dtype),
     )
     loader = choose_loader(model_path, options, requested=None if params.loader in ("", "auto") else params.loader)
     if not loader.capabilities.train:
@@ -69,11 +70,16 @@ def train_loader(params: TrainParams, model_path: Path, cpu: bool, device: str):
     return loader, options, precision
 
 
-def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str):
-    """A Session from the chosen loader, refusing loaders that cannot train; ``device`` is the job's."""
+def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str, check_weights: bool = True):
+    """A Session from the chosen loader, refusing loaders that cannot train; ``device`` is the job's.
+
+    ``check_weights=False`` leaves the NaN/Inf check to the caller (a sharded run checks each rank's
+    shards instead, so no rank ever reads the whole base).
+    """
     loader, options, precision = train_loader(params, model_path, cpu, device)
     session = loader.load(model_path, options)
-    refuse_nonfinite_weights(session.model)
+    if check_weights:
+        refuse_nonfinite_weights(session.model)
     return session, precision
 
 
@@ -81,14 +87,41 @@ def refuse_nonfinite_weights(model) -> None:
     """A base holding NaN or Inf makes the loss NaN at the first step, which reads like a learning-rate
     problem; name the broken weight instead, before training starts (one pass over the weights, small
     next to loading them; quantized integer weights are skipped)."""
+    name = first_nonfinite_weight(model)
+    if name is not None:
+        raise nonfinite_error(name)
+
+
+def nonfinite_error(name: str) -> LorakitError:
+    return LorakitError(
+        f"the base model's weight {name} holds NaN or Inf values, so training would produce a NaN loss from the first step",
+        "the model files are damaged: download or convert the model again",
+    )
+
+
+def first_nonfinite_weight(model) -> str | None:
+    """The name of the first weight holding NaN or Inf (of this rank's shard for a sharded base), or None."""
     from lorakit.store.adapter_checks import all_finite
 
     for name, param in model.named_parameters():
-        if not all_finite(param.detach()):
-            raise LorakitError(
-                f"the base model's weight {name} holds NaN or Inf values, so training would produce a NaN loss from the first step",
-                "the model files are damaged: download or convert the model again",
-            )
+        tensor = param.detach()
+        if hasattr(tensor, "to_local"):  # an FSDP-sharded weight: this rank's part
+            tensor = tensor.to_local()
+        if not all_finite(tensor):
+            return name
+    return None
+
+
+def refuse_nonfinite_shards(peft_model, ctx) -> None:
+    """The NaN/Inf check of a sharded base (training/sharding.py): each rank checks its own shards, every
+    rank gets the same answer."""
+    import torch.distributed as dist
+
+    found: list = [None] * ctx.world_size
+    dist.all_gather_object(found, first_nonfinite_weight(peft_model))
+    bad = next((name for name in found if name is not None), None)
+    if bad is not None:
+        raise nonfinite_error(bad.removeprefix("base_model.model."))
 
 
 def check_target_modules(params: TrainParams, model_path: Path) -> None:

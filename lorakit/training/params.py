@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import UsageError
+from lorakit.training.sharding import SHARD_MODES
 
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_bnb_8bit", "paged_adamw_8bit")
@@ -87,6 +88,7 @@ class TrainParams:
     val_set_size: float = 0.0  # >= 1: that many examples held out; in (0, 1): that fraction; 0: none
     load_best: bool = False
     early_stopping_patience: int = 0  # evaluations without a lower eval loss before stopping; 0 = never
+    shard: str = "none"  # none or fsdp2 (training/sharding.py)
 
     # ---- derived values --------------------------------------------------------------------
     def grad_accumulation(self, world_size: int = 1) -> int:
@@ -231,6 +233,8 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
     for tracker in p.trackers():
         if tracker not in REPORT_TO:
             raise UsageError(f"unknown --report-to '{tracker}'", "choose none, or one or more of tensorboard, wandb, mlflow (comma-separated)")
+    if p.shard not in SHARD_MODES:
+        raise UsageError(f"unknown --shard '{p.shard}'", "choose one of: " + ", ".join(SHARD_MODES))
     if str(p.init_lora_weights).lower() not in INIT_METHODS:
         raise UsageError(f"unknown --init-lora-weights '{p.init_lora_weights}'", "choose one of: " + ", ".join(INIT_METHODS))
     if p.rank < 1:

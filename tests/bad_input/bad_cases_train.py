@@ -60,6 +60,8 @@ CASES = [
     case("train-gradient-checkpointing-config-bad", *T, "--config", "{tmp}/c.yaml", expect="'gradient_checkpointing' has an invalid value", code=2,
          setup=write("c.yaml", "gradient_checkpointing: sometimes\n")),
     case("train-init-unknown", *T, "--init-lora-weights", "magic", expect="unknown --init-lora-weights 'magic'", code=2),
+    case("train-shard-unknown", *T, "--shard", "zero3", expect="unknown --shard 'zero3'", code=2),
+    case("train-shard-8bit", *T, "--shard", "fsdp2", "--load-in-8bit", expect="cannot shard an 8-bit base"),
     case("train-8bit-and-4bit", *T, "--load-in-8bit", "--load-in-4bit", expect="exclude each other", code=2),
     case("train-loader-unknown", *T, "--loader", "no-such-loader", expect="unknown loader 'no-such-loader'", code=2),
     case("train-loader-cannot-train", *T, "--loader", "exllama", expect="exllama"),
