@@ -2,10 +2,13 @@
 
 Model: the real SmolLM2-135M-Instruct, lorakit's default precision (fp32 on CPU). Adapters: three PEFT
 LoRAs made on the spot: a = r 8 on q,v; b = r 16 on q,k,v,o; c = r 8 on all seven linear layers.
-Workloads (chat requests, greedy, exactly N new tokens through vLLM's ``ignore_eos`` so every side does
+Workloads (chat requests, greedy, exactly N new tokens through vLLM's ``min_tokens`` = ``max_tokens``
+(the end-of-sequence token cannot be picked, as transformers' ``min_new_tokens``) so every side does
 the same work; N = 32 with --quick, 64 otherwise): ``base`` (every request the base), ``one`` (every
 request adapter a), ``mixed`` (round robin over a, b, c). Concurrency 1 runs a few requests one after
-another; concurrency 8 sends 16 (--quick) or 24 requests from 8 client threads at once.
+another; concurrency 8 sends 8 (--quick) or 16 requests from 8 client threads at once. Rounds (3 with
+--quick, 4 otherwise) run every workload once, the order rotating from round to round (base one
+mixed, one mixed base, ...), so load that drifts over minutes cancels out of the paired ratios.
 lorakit side: a real `lorakit serve` process on 127.0.0.1 (``--max-batch 8``) driven over HTTP
 (``/v1/chat/completions``); its peak RSS is the server's VmHWM. Reference: the plain sequential loop a
 user writes by hand, in this process: transformers + PEFT with a, b, c loaded, ``set_adapter`` per
@@ -26,7 +29,8 @@ vLLM column: the optional module ``benchmarks/serve_vllm.py`` (written with the 
         returns one row per case: {"name": str, "concurrency": int, "tokens_per_s": float | None,
                     "median_latency_s": float | None, "peak_rss_mb": float | None, "error": str | None}
     It may reuse :func:`drive` (this module) to send a case's requests to its server; every request
-    must be sent with ``temperature 0``, ``max_tokens`` and ``ignore_eos: true`` as here.
+    must be sent with ``temperature 0``, ``max_tokens``, ``min_tokens`` = ``max_tokens`` and
+    ``ignore_eos: true`` as here.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def drive(url: str, requests: list[dict], concurrency: int, max_tokens: int, bas
 
     def one(item):
         body = {"model": item["model"] or base_id, "messages": item["messages"], "max_tokens": max_tokens,
-                "temperature": 0, "ignore_eos": True}
+                "temperature": 0, "min_tokens": max_tokens, "ignore_eos": True}
         started = time.perf_counter()
         response = client.post("/v1/chat/completions", json=body)
         response.raise_for_status()
@@ -169,11 +173,10 @@ class PlainLoop:
                 out = self.peft.generate(**kwargs)
         return time.perf_counter() - started, self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
-    def measure(self, requests: list[dict], max_tokens: int, queued: int) -> dict:
+    def measure(self, requests: list[dict], max_tokens: int) -> dict:
         times = [self.one(item, max_tokens)[0] for item in requests]
-        mean = sum(times) / len(times)
-        latencies = [mean * (i + 1) for i in range(queued)] if queued > 1 else times
-        return {"tokens_per_s": max_tokens * len(times) / sum(times), "median_latency_s": statistics.median(latencies)}
+        return {"tokens_per_s": max_tokens * len(times) / sum(times), "median_latency_s": statistics.median(times),
+                "mean_s": sum(times) / len(times)}
 
 
 def _vllm_rows(workload: dict) -> tuple[dict, str]:
@@ -192,7 +195,7 @@ def _vllm_rows(workload: dict) -> tuple[dict, str]:
 
 def run(quick: bool) -> list[dict]:
     max_tokens = 32 if quick else 64
-    solo, burst, rounds = (3, 16, 1) if quick else (6, 24, 2)
+    solo, burst, rounds = (2, 8, 3) if quick else (4, 16, 4)
     device = device_label("cpu")
     home = Path(tempfile.mkdtemp(prefix="lorakit-serve-bench-"))
     server = None
@@ -216,16 +219,17 @@ def run(quick: bool) -> list[dict]:
             "server text differs from transformers + PEFT for " + ", ".join(str(c["model"] or "base") for c, s, e in zip(check, served, expected) if s != e)
         mine: dict[tuple, list] = {}
         theirs: dict[tuple, list] = {}
+        order = ["base", "one", "mixed"]
         for round_index in range(rounds):
-            for workload in ("base", "one", "mixed"):
+            for workload in order[round_index % 3:] + order[:round_index % 3]:
                 for concurrency, count in ((1, solo), (8, burst)):
                     progress(f"serve: round {round_index + 1} {workload} c{concurrency}")
                     mine.setdefault((workload, concurrency), []).append(drive(server.url, requests_for(workload, count), concurrency, max_tokens, base_id))
                 progress(f"serve: round {round_index + 1} {workload} plain loop")
-                sample = loop.measure(requests_for(workload, solo), max_tokens, 1)
-                queued = loop.measure(requests_for(workload, 2), max_tokens, burst)
+                sample = loop.measure(requests_for(workload, solo), max_tokens)
+                queued = statistics.median(sample["mean_s"] * (i + 1) for i in range(burst))  # request i waits for those before it
                 theirs.setdefault((workload, 1), []).append(sample)
-                theirs.setdefault((workload, 8), []).append({"tokens_per_s": sample["tokens_per_s"], "median_latency_s": queued["median_latency_s"]})
+                theirs.setdefault((workload, 8), []).append({"tokens_per_s": sample["tokens_per_s"], "median_latency_s": queued})
         rss = server.peak_rss_mb()
         workload_spec = {"model_dir": str(model_dir), "adapters": {k: str(v) for k, v in adapters.items()}, "max_tokens": max_tokens,
                          "cases": [{"name": w, "concurrency": c, "requests": requests_for(w, solo if c == 1 else burst)}
