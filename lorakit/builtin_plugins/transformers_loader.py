@@ -69,7 +69,9 @@ def load_base_model(model_path: Path, options: LoadOptions):
         config = BitsAndBytesConfig(load_in_8bit=True)
     else:
         compute = torch.bfloat16 if dtype == torch.float32 and device == "cpu" else dtype
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+        storage = options.extra.get("bnb_4bit_quant_storage")  # set for a sharded base (training/sharding.py)
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                                    bnb_4bit_quant_storage=torch_dtype(storage, device) if storage else torch.uint8)
     # Under torchrun each rank has already selected its own GPU (training/distributed.py).
     device_map = {"": device if device != "cuda" else torch.cuda.current_device()}
     model, tokenizer, device = load_pretrained(model_path, options, quantization_config=config, device_map=device_map)

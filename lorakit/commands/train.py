@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lorakit.training.params import INIT_METHODS, OPTIMIZERS, SCHEDULERS, TrainParams
+from lorakit.training.params import EXPERT_MODES, INIT_METHODS, OPTIMIZERS, SCHEDULERS, TrainParams
 
 D = TrainParams()
 SAMPLE_ALIAS = "sample"
@@ -30,6 +30,9 @@ OPTIONS = [
     _opt("--alpha", type=float, default=D.alpha, help="LoRA alpha (scale = alpha / rank)."),
     _opt("--dropout", type=float, default=D.dropout, help="LoRA dropout."),
     _opt("--target-modules", default=",".join(D.target_modules), help="Comma-separated projections, or all-linear."),
+    _opt("--experts", default=D.experts, type=click.Choice(EXPERT_MODES), show_default=True,
+         help="Mixture-of-experts models: target = LoRAs on the routed experts too (PEFT target_parameters), skip = leave them out; "
+              "auto refuses targets that would skip them silently."),
     _opt("--learning-rate", type=float, default=D.learning_rate),
     _opt("--weight-decay", type=float, default=D.weight_decay, help="Weight decay of the optimizer (decoupled for AdamW)."),
     _opt("--scheduler", default=D.scheduler, help="One of: " + ", ".join(SCHEDULERS) + "."),
@@ -67,6 +70,8 @@ OPTIONS = [
     _opt("--report-to", default=D.report_to,
          help="none, or tensorboard, wandb, mlflow (comma-separated; optional extras). TensorBoard logs to OUTPUT/runs, W&B to OUTPUT/wandb "
               "(WANDB_MODE=offline works), MLflow to $MLFLOW_TRACKING_URI or OUTPUT/mlruns."),
+    _opt("--shard", default=D.shard, help="Under torchrun: fsdp2 shards the frozen base over the ranks with PyTorch FSDP2 "
+         "(LoRA weights and optimizer state stay replicated); none = every rank holds the whole base."),
     _opt("--copy-from", metavar="LORA", help="Start from the saved parameters of an existing LoRA (flags still override)."),
     _opt("--config", "config_file", metavar="FILE", help=f"YAML/JSON file of parameters (keys as the flag names). '{SAMPLE_ALIAS}' = the settings for the sample dataset."),
     _opt("--resume", is_flag=True, help="Continue from the newest complete checkpoint in the output folder."),

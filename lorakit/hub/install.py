@@ -4,7 +4,8 @@ One copy on disk: the target folder (``models/ORG_NAME``, ``loras/ORG_NAME``, th
 a symbolic link per file into the HF cache snapshot, plus lorakit's own record (a real file). The
 links are made in a temporary folder beside the target, the record is written, and the folder is
 renamed into place: the target never holds a partial download, and an existing folder is replaced only
-after the new one is complete. Where the file system cannot link (some network or Windows drives),
+after the new one is complete. The cached files behind the links lose their write permission, so a tool
+that rewrites a file in place fails loudly instead of changing the cache's copy. Where the file system cannot link (some network or Windows drives),
 the files are copied instead and the download says so. lorakit itself never writes through these
 links (it writes to a temporary name and renames, which replaces the link, not the cached file);
 ``--check`` re-hashes through them, so a file changed in the cache is still caught.
@@ -131,6 +132,16 @@ def ensure_disk_space(needs: list[tuple[Path, int]]) -> None:
             )
 
 
+def _read_only(path: Path) -> None:
+    """Drop write permission on the cached file a link points at: a tool that rewrites a weight file in
+    place (``save_pretrained`` into the same folder) then fails instead of silently changing the cache."""
+    try:
+        blob = path.resolve()
+        blob.chmod(blob.stat().st_mode & ~0o222)
+    except OSError:
+        pass  # a cache we may not chmod still serves the files
+
+
 def install(target: Path, sources: dict[str, Path], record: dict, replace: bool, validate=None, link: bool = True) -> None:
     """Link (or copy) ``sources`` ({path in repo: file in the HF cache}) into a temporary folder, write
     the record, rename into ``target``."""
@@ -141,6 +152,7 @@ def install(target: Path, sources: dict[str, Path], record: dict, replace: bool,
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 if link:
                     os.symlink(Path(source).absolute(), destination)
+                    _read_only(Path(source))
                 else:
                     shutil.copyfile(source, destination)
             write_record(staging, record)

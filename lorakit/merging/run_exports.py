@@ -38,7 +38,7 @@ def write_state_dict(plan, source, folder: Path, model_path: Path, config: dict,
     params = params_json(config)
     (folder / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
     if (Path(model_path) / "tokenizer.model").is_file():
-        shutil.copy2(Path(model_path) / "tokenizer.model", folder / "tokenizer.model")
+        shutil.copyfile(Path(model_path) / "tokenizer.model", folder / "tokenizer.model")
     size = (folder / STATE_DICT_FILE).stat().st_size
     info(f"wrote {STATE_DICT_FILE} ({len(state)} tensors, {size / 1e6:.1f} MB) and {PARAMS_FILE}")
     return {"files": sorted(path.name for path in folder.iterdir()), "output_mb": round(size / 1e6, 1), "params": params}

@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".index.json")
-LORAKIT_MARKERS = ("lorakit_source.json", "lorakit_merge.json")
+# lorakit's own records describe the folder they are in, never a merged copy of it.
+LORAKIT_MARKERS = ("lorakit_source.json", "lorakit_merge.json", "lorakit_download.json", "lorakit_convert.json")
 TORCH_DTYPE_NAMES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 
 
@@ -26,7 +27,8 @@ def support_files(base: Path) -> list[Path]:
 def copy_support_files(base: Path, out: Path) -> list[str]:
     copied = []
     for path in support_files(base):
-        shutil.copy2(path, Path(out) / path.name)
+        # Content only: a downloaded base links into the HF cache, whose files are read-only.
+        shutil.copyfile(path, Path(out) / path.name)
         copied.append(path.name)
     return copied
 

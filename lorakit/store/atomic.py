@@ -64,10 +64,11 @@ def _umask() -> int:
 def usual_mode(path: Path, like: Path | None = None) -> None:
     """Give a file made by ``mkstemp``/``mkdtemp`` (0600/0700) the mode a plain ``open`` would have.
 
-    Replacing an existing file keeps that file's mode instead, so a user's ``chmod`` survives.
+    Replacing an existing file keeps that file's mode instead, so a user's ``chmod`` survives; replacing a
+    link (a download's link into the read-only HF cache) gives the new, real file the usual mode.
     """
     path = Path(path)
-    if like is not None and Path(like).exists():
+    if like is not None and Path(like).exists() and not Path(like).is_symlink():
         mode = Path(like).stat().st_mode & 0o7777
     else:
         mode = (0o777 if path.is_dir() else 0o666) & ~_umask()

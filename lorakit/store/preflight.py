@@ -35,8 +35,6 @@ def read_model_config(model_path: Path) -> dict:
 
 @lru_cache(maxsize=8)
 def _module_shapes_cached(model_path: str, mtime: float, trust_remote_code: bool) -> dict[str, dict]:
-    import torch
-
     from lorakit.output.quiet import quiet_libraries
 
     quiet_libraries()
@@ -48,6 +46,14 @@ def _module_shapes_cached(model_path: str, mtime: float, trust_remote_code: bool
         del config.quantization_config
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return module_records(model)
+
+
+def module_records(model) -> dict[str, dict]:
+    """``{module name: record}`` for every module with a weight (kind, shape, in/out sizes) and every
+    module holding fused 3-D expert weights (``{"kind": "Experts", "params": {name: shape}}``)."""
+    import torch
+
     shapes: dict[str, dict] = {}
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
@@ -57,8 +63,8 @@ def _module_shapes_cached(model_path: str, mtime: float, trust_remote_code: bool
                 shapes[name] = {"kind": "Experts", "params": experts}
             continue
         record = {"weight": list(weight.shape), "kind": type(module).__name__}
-        if isinstance(module, torch.nn.Linear):
-            record["in"], record["out"] = module.in_features, module.out_features
+        if isinstance(module, torch.nn.Linear):  # bitsandbytes layers included ("linear" marks them all)
+            record["in"], record["out"], record["linear"] = module.in_features, module.out_features, True
         elif isinstance(module, torch.nn.Embedding):
             record["in"], record["out"] = module.num_embeddings, module.embedding_dim
         elif weight.dim() == 2 and type(module).__name__ == "Conv1D":  # GPT-2 style Conv1D stores [in, out]

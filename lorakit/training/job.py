@@ -69,8 +69,10 @@ def run(request: RunRequest) -> dict | None:
     model_path = resolve_model(params.model)
     if not request.dry_run:
         from lorakit.training.model_setup import check_target_modules, train_loader
+        from lorakit.training.sharding import check_shard
 
         check_target_modules(params, model_path)
+        check_shard(params.shard, params.load_in_4bit, params.load_in_8bit, pick_device(request.cpu))
         train_loader(params, model_path, request.cpu, pick_device(request.cpu))
     tokenizer = load_tokenizer(model_path)
     spec = data_spec(params)
@@ -104,7 +106,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
     from lorakit.store.atomic import atomic_write_text
     from lorakit.training.distributed import barrier
     from lorakit.training.activation_memory import run_advice
-    from lorakit.training.model_setup import attach_lora, load_base
+    from lorakit.training.model_setup import attach_lora, load_base, refuse_nonfinite_shards
     from lorakit.training.outputs import (
         plot_loss,
         save_final_adapter,
@@ -112,6 +114,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         write_metadata,
     )
     from lorakit.training.params import PARAMS_FILE
+    from lorakit.training.sharding import gather_peaks, import_peft_probes_early, shard_base
     from lorakit.training.trackers import MetricsSink
     from lorakit.training.trainer import Trainer, TrainingInterrupted
 
@@ -124,12 +127,21 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         tokens = sum(len(example.input_ids) for example in examples)
         info(f"Training on {len(examples)} examples ({tokens} tokens) from {params.dataset or params.raw_text}{held}.")
         info(f"Loading {model_path}...")
-    session, precision = load_base(params, model_path, request.cpu, device)
+    shard = params.shard != "none" and ctx.enabled
+    if shard:
+        import_peft_probes_early()
+    session, precision = load_base(params, model_path, request.cpu, device, check_weights=not shard)
     peft_model = attach_lora(session.model, params)
     if params.gradient_checkpointing:
         from lorakit.training.activation_memory import enable
 
         enable(peft_model)
+    sharded = shard_base(peft_model, ctx, params.shard, device)
+    if sharded:  # each rank checks its own shards: no rank ever reads the whole base
+        refuse_nonfinite_shards(peft_model, ctx)
+    if ctx.is_main and params.shard != "none":
+        info(f"Base sharded with FSDP2 over {ctx.world_size} ranks (LoRA weights and optimizer state replicated)." if sharded
+             else f"--shard {params.shard}: a single process has nothing to shard (launch with torchrun --nproc_per_node=N).")
     params_json = params.to_json(version=__version__, model_path=str(model_path))
 
     aside, created = _prepare_output(output, request.mode) if ctx.is_main else (None, None)
@@ -181,6 +193,7 @@ def _train(request: RunRequest, ctx, model_path, examples, stats, eval_examples,
         "gradient_checkpointing": params.gradient_checkpointing, "held_out_examples": len(eval_examples) if params.val_set_size else 0,
         "best_step": result.best_step, "best_eval_loss": result.best_eval_loss,
         "loaded_best": str(result.loaded_best) if result.loaded_best else None,
+        "shard": params.shard if sharded else "none", "rank_peak_memory": gather_peaks(ctx, device),
     }
     if ctx.is_main:
         info(f"Attention: {result.attention}.")

@@ -57,11 +57,12 @@ def train_loader(params: TrainParams, model_path: Path, cpu: bool, device: str):
     """
     from lorakit.loaders.options import LoadOptions
     from lorakit.loaders.registry import backends_that, choose_loader
+    from lorakit.training.sharding import quant_storage_extra
 
     precision = resolve_precision(params.precision, device)
     options = LoadOptions(
         dtype=precision.load_dtype, load_in_8bit=params.load_in_8bit, load_in_4bit=params.load_in_4bit,
-        cpu=cpu, purpose="train",
+        cpu=cpu, purpose="train", extra=quant_storage_extra(params.shard, params.load_in_4bit, precision.load_dtype),
     )
     loader = choose_loader(model_path, options, requested=None if params.loader in ("", "auto") else params.loader)
     if not loader.capabilities.train:
@@ -69,11 +70,16 @@ def train_loader(params: TrainParams, model_path: Path, cpu: bool, device: str):
     return loader, options, precision
 
 
-def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str):
-    """A Session from the chosen loader, refusing loaders that cannot train; ``device`` is the job's."""
+def load_base(params: TrainParams, model_path: Path, cpu: bool, device: str, check_weights: bool = True):
+    """A Session from the chosen loader, refusing loaders that cannot train; ``device`` is the job's.
+
+    ``check_weights=False`` leaves the NaN/Inf check to the caller (a sharded run checks each rank's
+    shards instead, so no rank ever reads the whole base).
+    """
     loader, options, precision = train_loader(params, model_path, cpu, device)
     session = loader.load(model_path, options)
-    refuse_nonfinite_weights(session.model)
+    if check_weights:
+        refuse_nonfinite_weights(session.model)
     return session, precision
 
 
@@ -81,31 +87,58 @@ def refuse_nonfinite_weights(model) -> None:
     """A base holding NaN or Inf makes the loss NaN at the first step, which reads like a learning-rate
     problem; name the broken weight instead, before training starts (one pass over the weights, small
     next to loading them; quantized integer weights are skipped)."""
+    name = first_nonfinite_weight(model)
+    if name is not None:
+        raise nonfinite_error(name)
+
+
+def nonfinite_error(name: str) -> LorakitError:
+    return LorakitError(
+        f"the base model's weight {name} holds NaN or Inf values, so training would produce a NaN loss from the first step",
+        "the model files are damaged: download or convert the model again",
+    )
+
+
+def first_nonfinite_weight(model) -> str | None:
+    """The name of the first weight holding NaN or Inf (of this rank's shard for a sharded base), or None."""
     from lorakit.store.adapter_checks import all_finite
 
     for name, param in model.named_parameters():
-        if not all_finite(param.detach()):
-            raise LorakitError(
-                f"the base model's weight {name} holds NaN or Inf values, so training would produce a NaN loss from the first step",
-                "the model files are damaged: download or convert the model again",
-            )
+        tensor = param.detach()
+        if hasattr(tensor, "to_local"):  # an FSDP-sharded weight: this rank's part
+            tensor = tensor.to_local()
+        if not all_finite(tensor):
+            return name
+    return None
+
+
+def refuse_nonfinite_shards(peft_model, ctx) -> None:
+    """The NaN/Inf check of a sharded base (training/sharding.py): each rank checks its own shards, every
+    rank gets the same answer."""
+    import torch.distributed as dist
+
+    found: list = [None] * ctx.world_size
+    dist.all_gather_object(found, first_nonfinite_weight(peft_model))
+    bad = next((name for name in found if name is not None), None)
+    if bad is not None:
+        raise nonfinite_error(bad.removeprefix("base_model.model."))
 
 
 def check_target_modules(params: TrainParams, model_path: Path) -> None:
-    """Name a wrong --target-modules before any weight loads (module names come from the meta device)."""
-    if params.target_modules == [ALL_LINEAR]:
-        return
+    """Name a wrong --target-modules/--experts before any weight loads (modules from the meta device)."""
     from lorakit.store.preflight import base_module_shapes
+    from lorakit.training.targets import resolve_targets
 
-    shapes = base_module_shapes(model_path)
-    leaves = {name.rsplit(".", 1)[-1] for name in shapes}
-    missing = [target for target in params.target_modules if target not in leaves and target not in shapes]
-    if missing:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, record in shapes.items() if record["kind"] == "Linear"})
-        raise UsageError(
-            f"--target-modules {','.join(missing)} matches no layer of this model",
-            "its linear layers are: " + ", ".join(linear) + " (or pass all-linear)",
-        )
+    targets = resolve_targets(params.target_modules, params.experts, base_module_shapes(model_path))
+    _check_expert_settings(params, targets)
+
+
+def _check_expert_settings(params: TrainParams, targets) -> None:
+    if targets.parameters and params.dropout:
+        raise UsageError(f"--experts target needs --dropout 0 (got {params.dropout:g}): PEFT cannot apply dropout inside fused expert weights",
+                         "pass --dropout 0")
+    if targets.parameters and params.use_dora:
+        raise UsageError("--experts target cannot be combined with --use-dora: PEFT has no DoRA for fused expert weights")
 
 
 def linear_layer_names(model) -> tuple[list[str], bool]:
@@ -125,18 +158,34 @@ def linear_layer_names(model) -> tuple[list[str], bool]:
     return sorted(names), kernels
 
 
-def lora_config(params: TrainParams, model=None):
+def model_targets(params: TrainParams, model):
+    """The resolved targets on the loaded model (``training/targets.py``): explicit layer names, never
+    PEFT's ``all-linear``, and the experts' fused weights when ``--experts target``."""
+    from lorakit.store.preflight import module_records
+    from lorakit.training.targets import resolve_targets
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_name = next((name for name, module in model.named_modules() if module is head), None) if head is not None else None
+    records = module_records(model)
+    for name, module in model.named_modules():  # quantized kernels that are not nn.Linear (GPTQ QuantLinear) are layers too
+        if name and name not in records and hasattr(module, "qweight"):
+            records[name] = {"kind": type(module).__name__, "linear": True}
+    targets = resolve_targets(params.target_modules, params.experts, records, head_name)
+    _check_expert_settings(params, targets)
+    return targets
+
+
+def lora_config(params: TrainParams, model=None, targets=None):
     from peft import LoraConfig
 
     init = str(params.init_lora_weights).lower()
     init_value: Any = {"default": True, "false": False}.get(init, init)
-    targets: Any = "all-linear" if params.target_modules == [ALL_LINEAR] else list(params.target_modules)
-    if targets == "all-linear" and model is not None:
-        names, kernels = linear_layer_names(model)
-        if kernels:  # spell the layers out: PEFT's all-linear only looks for nn.Linear
-            targets = names
+    if targets is None and model is not None:
+        targets = model_targets(params, model)
+    modules: Any = targets.modules if targets is not None else ("all-linear" if params.target_modules == [ALL_LINEAR] else list(params.target_modules))
     return LoraConfig(
-        r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=targets,
+        r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=modules,
+        target_parameters=(targets.parameters or None) if targets is not None else None,
         bias="none", task_type="CAUSAL_LM", use_rslora=params.use_rslora, use_dora=params.use_dora,
         init_lora_weights=init_value,
     )
@@ -149,8 +198,9 @@ def attach_lora(model, params: TrainParams):
 
     model.config.use_cache = False  # a KV cache disables packed-sequence masks (see training/batching.py)
     torch.manual_seed(params.seed)
+    targets = model_targets(params, model)
     try:
-        peft_model = get_peft_model(model, lora_config(params, model))
+        peft_model = get_peft_model(model, lora_config(params, model, targets))
     except ValueError as error:
         text = str(error)
         if "not found in the base model" in text or "Target modules" in text:
@@ -163,4 +213,9 @@ def attach_lora(model, params: TrainParams):
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     if not trainable:
         raise UsageError("the LoRA has no trainable parameter", "check --target-modules")
+    from lorakit.output.console import info
+    from lorakit.training.targets import audit, audit_lines
+
+    for line in audit_lines(audit(peft_model), targets):
+        info(line)
     return peft_model

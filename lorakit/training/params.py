@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import UsageError
+from lorakit.training.sharding import SHARD_MODES
 
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_hf", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_bnb_8bit", "paged_adamw_8bit")
@@ -28,6 +29,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 INIT_METHODS = ("default", "gaussian", "pissa", "olora", "orthogonal", "false")
 ALL_LINEAR = "all-linear"
+EXPERT_MODES = ("auto", "target", "skip")
 PARAMS_FILE = "training_parameters.json"
 MAX_EPOCHS = 1_000_000  # far beyond any real run; above it the step count is not even a number
 
@@ -53,6 +55,7 @@ class TrainParams:
     alpha: float = 64.0
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    experts: str = "auto"  # mixture-of-experts experts: auto (refuse to skip them silently), target, skip
     learning_rate: float = 3e-4
     scheduler: str = "linear"
     epochs: float = 3.0
@@ -85,6 +88,7 @@ class TrainParams:
     val_set_size: float = 0.0  # >= 1: that many examples held out; in (0, 1): that fraction; 0: none
     load_best: bool = False
     early_stopping_patience: int = 0  # evaluations without a lower eval loss before stopping; 0 = never
+    shard: str = "none"  # none or fsdp2 (training/sharding.py)
 
     # ---- derived values --------------------------------------------------------------------
     def grad_accumulation(self, world_size: int = 1) -> int:
@@ -218,6 +222,8 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
         value = getattr(p, key)
         if isinstance(spec.default, float) and isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"--{key.replace('_', '-')} must be a finite number (got {value})")
+    if p.experts not in EXPERT_MODES:
+        raise UsageError(f"unknown --experts '{p.experts}'", "choose one of: " + ", ".join(EXPERT_MODES))
     if p.scheduler not in SCHEDULERS:
         raise UsageError(f"unknown scheduler '{p.scheduler}'", "choose one of: " + ", ".join(SCHEDULERS))
     if p.optimizer not in OPTIMIZERS:
@@ -227,6 +233,8 @@ def validate(params: TrainParams, resuming: bool = False) -> None:
     for tracker in p.trackers():
         if tracker not in REPORT_TO:
             raise UsageError(f"unknown --report-to '{tracker}'", "choose none, or one or more of tensorboard, wandb, mlflow (comma-separated)")
+    if p.shard not in SHARD_MODES:
+        raise UsageError(f"unknown --shard '{p.shard}'", "choose one of: " + ", ".join(SHARD_MODES))
     if str(p.init_lora_weights).lower() not in INIT_METHODS:
         raise UsageError(f"unknown --init-lora-weights '{p.init_lora_weights}'", "choose one of: " + ", ".join(INIT_METHODS))
     if p.rank < 1:

@@ -59,8 +59,11 @@ class TrainingPlan:
         start = within * self.examples_per_step
         return self.order(epoch)[start : start + self.examples_per_step]
 
+    def all_micro_batches(self, step: int) -> list[list[int]]:
+        """Every micro-batch of step ``step`` (all ranks), as lists of example indices."""
+        indices = self.step_examples(step)
+        return [indices[i : i + self.micro_batch_size] for i in range(0, len(indices), self.micro_batch_size)]
+
     def micro_batches(self, step: int, rank: int = 0) -> list[list[int]]:
         """This rank's micro-batches of step ``step``, as lists of example indices."""
-        indices = self.step_examples(step)
-        batches = [indices[i : i + self.micro_batch_size] for i in range(0, len(indices), self.micro_batch_size)]
-        return batches[rank :: self.world_size]
+        return self.all_micro_batches(step)[rank :: self.world_size]

@@ -20,6 +20,7 @@ import math
 from lorakit.training.batching import pack
 from lorakit.training.masking import IGNORE_INDEX
 from lorakit.training.packed_attention import SEGMENTS_KWARG, segments_of
+from lorakit.training.sharding import passes
 
 
 class PackedLoss:
@@ -92,7 +93,7 @@ def exchange(ctx, parameters, loss_sum: float, stop: bool) -> tuple[float, bool]
     return float(flat[-2].item()), bool(flat[-1].item() > 0)
 
 
-def evaluate(loss_fn: PackedLoss, examples, micro_batch_size: int, ctx) -> float:
+def evaluate(loss_fn: PackedLoss, examples, micro_batch_size: int, ctx, sharded: bool = False) -> float:
     """Token-mean loss over an evaluation set (ranks split the micro-batches)."""
     import torch
 
@@ -104,10 +105,11 @@ def evaluate(loss_fn: PackedLoss, examples, micro_batch_size: int, ctx) -> float
     total, count = 0.0, 0
     batches = [examples[i : i + micro_batch_size] for i in range(0, len(examples), micro_batch_size)]
     with torch.no_grad():
-        for batch in batches[ctx.rank :: ctx.world_size]:
+        for batch, counted in passes(batches, ctx.rank, ctx.world_size, sharded):
             loss_sum, targets = loss_fn(batch)
-            total += float(loss_sum)
-            count += targets
+            if counted:  # uncounted padding passes keep FSDP's collectives in step across ranks
+                total += float(loss_sum)
+                count += targets
     sums = torch.tensor([total, float(count)], dtype=torch.float64)
     sums = sums.to(ctx.device)
     all_reduce_sum(ctx, sums)

@@ -31,6 +31,7 @@ from lorakit.training.held_out import EvalHistory
 from lorakit.training.params import TrainParams
 from lorakit.training.plan import TrainingPlan
 from lorakit.training.progress import TokenRate, TrainingProgress
+from lorakit.training.sharding import is_sharded, passes
 from lorakit.training.steps import PackedLoss, evaluate, exchange, trainable_parameters
 
 MAX_GRAD_NORM = 1.0  # transformers Trainer's default, which text-generation-webui trained with
@@ -72,6 +73,7 @@ class Trainer:
         self.show_progress = show_progress and ctx.is_main
         self.metrics = metrics
         self.loss_fn = PackedLoss(peft_model, device, precision.autocast_dtype)
+        self.sharded = is_sharded(peft_model)  # --shard fsdp2 (training/sharding.py)
         self.parameters = trainable_parameters(peft_model)
         accumulation = params.grad_accumulation(ctx.world_size)
         self.plan = TrainingPlan(len(examples), params.micro_batch_size, accumulation, ctx.world_size, params.epochs, params.seed,
@@ -213,7 +215,7 @@ class Trainer:
                              "tokens": tokens, "grad_norm": grad_norm}
                     improved = False
                     if self.eval_examples and self.p.eval_steps and (done % self.p.eval_steps == 0 or done == self.plan.total_steps):
-                        entry["eval_loss"] = result.eval_loss = evaluate(self.loss_fn, self.eval_examples, self.p.micro_batch_size, self.ctx)
+                        entry["eval_loss"] = result.eval_loss = evaluate(self.loss_fn, self.eval_examples, self.p.micro_batch_size, self.ctx, self.sharded)
                         improved = history.add(done, entry["eval_loss"])
                     log.append(entry)
                     result.completed_steps = done
@@ -274,8 +276,10 @@ class Trainer:
         step_targets = sum(self.targets[i] for i in self.plan.step_examples(step))
         denominator = max(step_targets, 1)
         local_loss = 0.0
-        for indices in self.plan.micro_batches(step, self.ctx.rank):
+        for indices, counted in passes(self.plan.all_micro_batches(step), self.ctx.rank, self.ctx.world_size, self.sharded):
             loss_sum, _ = self.loss_fn([self.examples[i] for i in indices])
+            if not counted:  # a padding pass: FSDP needs the same number of passes on every rank
+                loss_sum = loss_sum * 0.0
             scaled = loss_sum / denominator
             if self.scaler is not None:
                 scaled = self.scaler.scale(scaled)

@@ -173,6 +173,7 @@ def test_check_names_changed_and_missing_files(hub, run_cli):
     weights = target / "adapter_model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
+    weights.resolve().chmod(0o644)  # the cached file behind the link is read-only
     weights.write_bytes(bytes(data))
     (target / "README.md").unlink()
     hub.requests.clear()

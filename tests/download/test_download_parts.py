@@ -129,11 +129,13 @@ def test_one_copy_on_disk_links_into_the_cache(hub, run_cli, monkeypatch, tmp_pa
         assert (target / name).is_symlink() and Path(os.readlink(target / name)) == snapshot / name
         assert (target / name).read_bytes() == hub.model_files[name]
     assert not (target / "lorakit_download.json").is_symlink()
+    assert not (target / "config.json").resolve().stat().st_mode & 0o222  # the cache's copy is read-only
     assert json.loads((target / "lorakit_download.json").read_text())["storage"] == "links into the HF cache"
     assert run_cli("download", MODEL, "--check")[0] == 0
 
     # A file changed in the cache is caught by --check through the link.
     blob = (target / "config.json").resolve()
+    blob.chmod(0o644)
     blob.write_text(blob.read_text().replace("64", "65", 1))
     code, _, err = run_cli("download", MODEL, "--check")
     assert code == 1 and "config.json (changed)" in err

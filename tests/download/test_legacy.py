@@ -51,7 +51,7 @@ def _generate(run_cli, model, lora, *extra):
     return json.loads(out)["output"], err
 
 
-def test_download_generate_convert_generate_equals_peft(hub, run_cli, replica, tiny_model_dir):
+def test_download_generate_convert_generate_equals_peft(hub, run_cli, replica, tiny_model_dir, tmp_path):
     code, out, err = run_cli("download", REPLICA)
     assert code == 0, err
     assert f"lorakit convert {FOLDER} --allow-pickle" in err
@@ -74,10 +74,12 @@ def test_download_generate_convert_generate_equals_peft(hub, run_cli, replica, t
     record = json.loads((folder / "lorakit_convert.json").read_text())
     assert record["source_sha256"] == report["source_sha256"]
     config = json.loads((folder / "adapter_config.json").read_text())
+    assert not (folder / "adapter_config.json").is_symlink() and (folder / "adapter_config.json").stat().st_mode & 0o200
     assert "enable_lora" not in config and "merge_weights" not in config and config["r"] == 16
     # The cache's copies are untouched (the converted files replaced the links, not the blobs).
-    assert json.loads((folder / "adapter_config.json").resolve().read_text()) == config
-    assert (replica / "adapter_config.json").read_bytes() == hub.repos[REPLICA].commits[hub.repos[REPLICA].refs["main"]]["adapter_config.json"].data
+    snapshot = tmp_path / "hf-cache" / "models--lorakit-test--alpaca-lora-2023" / "snapshots" / hub.repos[REPLICA].refs["main"]
+    assert (snapshot / "adapter_config.json").read_bytes() == (replica / "adapter_config.json").read_bytes()
+    assert (folder / "adapter_model.bin").is_symlink() and not (snapshot / "adapter_model.safetensors").exists()
     assert run_cli("download", REPLICA, "--check")[0] == 0
     code, _, err = run_cli("download", REPLICA)
     assert code == 0 and "already in" in err

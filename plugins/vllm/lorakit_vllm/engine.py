@@ -157,18 +157,22 @@ def run(request) -> int:
         if not wait_ready(process, url):
             if stopping.is_set():
                 return _exit_code(stop(process))
+            timed_out = process.poll() is None
             code = stop(process, grace=5.0)
             output.join(timeout=5)
             if output.last_error:
                 reason = output.last_error
             else:
-                reason = "it did not answer in time" if process.returncode is None else f"it exited with code {code}"
+                reason = f"it did not answer within {READY_TIMEOUT_S:.0f} s" if timed_out else f"it exited with code {code}"
             raise PluginError(f"vLLM did not start: {reason}", f"see its log {log_path}")
         print(f"listening on {url}", file=sys.stderr, flush=True)
         while process.poll() is None:
             if stopping.wait(0.5):
                 break
-        return _exit_code(stop(process))
+        code = _exit_code(stop(process))
+        if code != 0 and not stopping.is_set():
+            print(f"vLLM exited with code {process.returncode}; see its log {log_path}", file=sys.stderr, flush=True)
+        return code
     except LorakitError:
         raise
     except BaseException:

@@ -109,3 +109,18 @@ def test_unknown_names_and_paths_outside_loras_are_404(server, client):
         from openai import OpenAI
 
         OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0).models.list()
+
+
+def test_chat_uses_the_chat_template_like_lorakit_generate_and_streams_the_same(server, client):
+    question = "What is the capital of France?"
+    messages = [{"role": "user", "content": question}]
+    answer = client.chat.completions.create(model="alpha", messages=messages, max_tokens=TOKENS, temperature=0)
+    argv = [sys.executable, "-m", "lorakit", "generate", str(server["model"]), "--lora", "alpha", "--greedy",
+            "--repetition-penalty", "1", "--max-new-tokens", str(TOKENS), "--prompt", question]
+    done = subprocess.run(argv, env={**os.environ, "LORAKIT_HOME": str(server["home"])}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert answer.choices[0].message.content == done.stdout.removesuffix("\n")
+    assert answer.usage.completion_tokens <= TOKENS and answer.usage.prompt_tokens > 0
+    stream = client.chat.completions.create(model="alpha", messages=messages, max_tokens=TOKENS, temperature=0, stream=True)
+    chunks = list(stream)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) == answer.choices[0].message.content
