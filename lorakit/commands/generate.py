@@ -14,6 +14,7 @@ from lorakit.commands.options import (
     model_argument,
     sampling_options,
 )
+from lorakit.inference.prompts import TEMPLATES
 
 
 @click.command()
@@ -21,10 +22,10 @@ from lorakit.commands.options import (
 @lora_option
 @click.option("--prompt", help="The prompt (or instruction for --template alpaca); '-' reads it from stdin.")
 @click.option("--input", "input_text", help="Input/context for the alpaca template's 'with input' form.")
-@click.option("--system", help="System message for --template chat.")
+@click.option("--system", help="System message (chat, chatml, llama2-chat, or a format with a system template).")
 @click.option("--input-file", type=click.Path(dir_okay=False, allow_dash=True), help="JSONL of prompts: {\"prompt\": ..., \"input\": ...} per line; writes JSONL.")
-@click.option("--template", type=click.Choice(["auto", "raw", "alpaca", "chat"]), default="auto", show_default=True,
-              help="auto: what the LoRA was trained with, else the model's chat template, else raw.")
+@click.option("--template", type=click.Choice(TEMPLATES), default="auto", show_default=True,
+              help="auto: the format the LoRA was trained with (any shipped or recorded format file), else the model's chat template, else raw.")
 @sampling_options
 @click.option("--compare", is_flag=True, help="Generate the same prompt without and with the LoRA(s), side by side.")
 @click.option("--json", "as_json", is_flag=True, help="Write JSON on stdout (one object per prompt).")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lorakit.errors import UsageError
 from lorakit.inference.generation import SamplingSettings, generate
-from lorakit.inference.prompts import encode, pick_template, render
+from lorakit.inference.prompts import encode, pick_prompt_format, render
 from lorakit.loaders.options import LoadOptions
 from lorakit.output.console import err_console, info, stdout_is_terminal, warn
 
@@ -79,7 +79,8 @@ def run_job(job: GenerateJob, items: list[dict]) -> None:
 
     session, plan = open_session(job.model, job.loras, job.loader_name, job.options)
     trained = [t for t in plan.trained_templates() if t]
-    template = pick_template(job.template, session.tokenizer, trained)
+    records = [lora.adapter.prompt_format for lora in plan.loras if lora.adapter.prompt_format]
+    template, templates = pick_prompt_format(job.template, session.tokenizer, records)
     for trained_template in set(trained):
         if trained_template != template:
             warn(f"a LoRA was trained with the '{trained_template}' prompt format but --template {template} is used; output may be poor")
@@ -89,7 +90,7 @@ def run_job(job: GenerateJob, items: list[dict]) -> None:
         settings = _settings_for(item, job.settings)
         if job.compare and settings.seed is None and not settings.greedy:
             settings = replace(settings, seed=random.randrange(2**31))  # both sides sample with the same RNG
-        text, special = render(template, session.tokenizer, item["prompt"], item.get("input"), item.get("system"))
+        text, special = render(template, session.tokenizer, item["prompt"], item.get("input"), item.get("system"), templates, warn)
         input_ids = encode(session.tokenizer, text, special)
         record = {"prompt": item["prompt"], "template": template, "loras": lora_records, "seed": settings.seed}
         if item.get("input"):

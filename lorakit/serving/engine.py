@@ -156,6 +156,15 @@ class Engine:
         self.folding.sync()
         self.folded = mix
 
+    def _ban_eos(self, logits, rows: list[Sequence]):
+        """Rows still short of their ``min_tokens`` cannot pick an end-of-sequence token."""
+        early = [i for i, seq in enumerate(rows) if len(seq.generated) < seq.min_tokens]
+        if early and self.eos_ids:
+            logits = logits.clone()
+            for i in early:
+                logits[i, list(self.eos_ids)] = float("-inf")
+        return logits
+
     def _prefill(self, seq: Sequence, finished: list[Sequence]) -> None:
         import torch
 
@@ -165,7 +174,7 @@ class Engine:
         cache = _returned_cache(out)
         if self._batchable and not plain_dynamic_cache(cache):
             self._batchable = False  # sliding-window caches cannot be padded and joined: one row at a time
-        token = pick_tokens(out.logits[:, -1], [seq.sampler], [seq.generated])[0]
+        token = pick_tokens(self._ban_eos(out.logits[:, -1], [seq]), [seq.sampler], [seq.generated])[0]
         with self.tokenizer_lock:
             ended = seq.advance(token, self.tokenizer, self.eos_ids)
         if ended or seq.cancelled:
@@ -184,7 +193,7 @@ class Engine:
         mask = self.kv.step_mask()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self._cache_arg: self.kv.cache})
         self.kv.cache = _returned_cache(out)
-        tokens = pick_tokens(out.logits[:, -1], [seq.sampler for seq in rows], [seq.generated for seq in rows])
+        tokens = pick_tokens(self._ban_eos(out.logits[:, -1], rows), [seq.sampler for seq in rows], [seq.generated for seq in rows])
         keep = []
         for index, (seq, token) in enumerate(zip(rows, tokens)):
             with self.tokenizer_lock:

@@ -65,7 +65,8 @@ class Generation:
                 except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
                     pass
 
-            self.seq = Sequence(prompt, mix, completion.params, max_tokens, completion.stops, emit, ignore_eos=completion.ignore_eos)
+            self.seq = Sequence(prompt, mix, completion.params, max_tokens, completion.stops, emit, ignore_eos=completion.ignore_eos,
+                                min_tokens=min(completion.min_tokens, max_tokens))
             runtime.engine.submit(self.seq)
         except BaseException:
             runtime.release(mix)

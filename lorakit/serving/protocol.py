@@ -28,6 +28,7 @@ class Completion:
     prompt: str | None = None
     adapters: object = None
     ignore_eos: bool = False
+    min_tokens: int = 0
 
 
 def _number(body: dict, key: str, default, low=None, high=None, low_open=False):
@@ -98,7 +99,8 @@ def _common(body: dict, max_tokens_limit: int) -> dict:
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise bad("'ignore_eos' must be true or false", "ignore_eos")
-    return dict(model=model.strip(), params=params, ignore_eos=ignore_eos, max_tokens=max_tokens, stops=stops, stream=stream,
+    min_tokens = _integer(body, "min_tokens", low=0) or 0
+    return dict(model=model.strip(), params=params, ignore_eos=ignore_eos, min_tokens=min_tokens, max_tokens=max_tokens, stops=stops, stream=stream,
                 include_usage=bool(options.get("include_usage")), adapters=body.get("adapters"))
 
 

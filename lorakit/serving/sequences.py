@@ -26,6 +26,8 @@ class Sequence:
     """``emit("text", {"text": delta})``, then ``emit("done", {...})`` or ``emit("error", {...})``; called from the engine thread."""
     ignore_eos: bool = False
     """Generate exactly ``max_tokens`` (vLLM's extra field; benchmarks use it for equal work)."""
+    min_tokens: int = 0
+    """The end-of-sequence token cannot be chosen before this many tokens (vLLM's ``min_tokens``)."""
     generated: list[int] = field(default_factory=list)
     sent: str = ""
     finish: str | None = None

