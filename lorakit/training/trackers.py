@@ -84,6 +84,9 @@ class _Wandb:
     def __init__(self, output: Path, name: str, config: dict, ids: _Ids):
         import uuid
 
+        # Settings(silent=True) reaches wandb's terminal logger only at init; its integration hints
+        # ("Detected [openai] in use") print before that unless the environment says silent.
+        os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
         run_id = ids.get("wandb") or uuid.uuid4().hex[:8]
