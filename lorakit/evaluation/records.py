@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lorakit.store import home
 from lorakit.store.atomic import atomic_write_text, file_lock
+from lorakit.store.file_hash import file_sha256
 
 CACHE_VERSION = 1
 FULL_HASH_LIMIT = 16 * (1 << 20)  # model files up to this size are hashed by content
@@ -37,14 +38,6 @@ def log_path() -> Path:
 
 def cache_folder() -> Path:
     return home.cache_dir() / "eval"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def adapter_hash(folder: Path) -> str:

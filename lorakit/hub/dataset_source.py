@@ -15,7 +15,6 @@ same rows reader and the same formatter rules whatever it came from:
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from lorakit.errors import LorakitError, UsageError
 from lorakit.store import home
 from lorakit.store.atomic import atomic_write_text
+from lorakit.store.file_hash import file_sha256
 
 TABLE_SUFFIXES = (".parquet", ".csv")
 DATA_PATTERNS = ["*.parquet", "**/*.parquet", "*.csv", "**/*.csv", "*.json", "**/*.json", "*.jsonl", "**/*.jsonl",
@@ -60,14 +60,6 @@ def dataset_rows_file(text: str) -> Path | None:
     return _hub_file(ref) if ref is not None else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_root() -> Path:
     return home.cache_dir() / "datasets"
 
@@ -98,7 +90,7 @@ def _write_jsonl(target: Path, rows: list[dict]) -> Path:
 
 
 def _table_file(path: Path) -> Path:
-    target = _cache_root() / "local" / f"{_sha256(path)}.jsonl"
+    target = _cache_root() / "local" / f"{file_sha256(path)}.jsonl"
     if target.is_file():
         return target
     return _write_jsonl(target, read_table(path))

@@ -11,25 +11,16 @@ reloaded the base. ``lorakit chat`` and ``lorakit apply -i`` both talk through t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from lorakit.inference.conversation import ChatFormat, choose_format
-from lorakit.inference.generation import SamplingSettings
+from lorakit.inference.generation import GenerationResult, SamplingSettings
 from lorakit.output.console import warn
 
 
-@dataclass
-class Reply:
-    text: str
-    new_tokens: int
-    seconds: float
-    finish_reason: str
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+# A reply is what generate returns; the --url engine builds the same record from a server's stream.
+Reply = GenerationResult
 
 
 class LocalChatEngine:
@@ -105,7 +96,7 @@ class LocalChatEngine:
 
         input_ids = self._fitting_prompt(system, turns, settings.max_new_tokens)
         result = generate(self.session, input_ids, settings, on_text=on_text)
-        return Reply(result.text, result.new_tokens, result.seconds, result.finish_reason)
+        return result
 
     def _fitting_prompt(self, system: str | None, turns: list[dict], max_new_tokens: int):
         """The prompt's ids; when the conversation outgrows the model's context, the oldest exchanges are

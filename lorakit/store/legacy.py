@@ -12,7 +12,6 @@ that links into the HF cache keeps the cache's copies untouched.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from lorakit.errors import AdapterError
 from lorakit.store.adapters import CONFIG_FILE, PICKLE_FILE, SAFETENSORS_FILE
 from lorakit.store.atomic import atomic_file, atomic_write_text
+from lorakit.store.file_hash import file_sha256
 
 CONVERT_RECORD = "lorakit_convert.json"
 # Keys of 2023 PEFT configs that current PEFT does not know: what became of each.
@@ -84,14 +84,6 @@ class Conversion:
     written: list[str] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _clean_config(config: dict) -> tuple[dict, dict]:
     if config.get("enable_lora"):
         raise AdapterError(
@@ -151,7 +143,7 @@ def convert_adapter(folder: Path, allow_pickle: bool = False) -> Conversion:
 
         with atomic_file(folder / SAFETENSORS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
-        result.source, result.source_sha256, result.tensors = PICKLE_FILE, _sha256(pickle_path), len(tensors)
+        result.source, result.source_sha256, result.tensors = PICKLE_FILE, file_sha256(pickle_path), len(tensors)
         result.written.append(SAFETENSORS_FILE)
     if clean != config:
         atomic_write_text(folder / CONFIG_FILE, json.dumps(clean, indent=2, sort_keys=True) + "\n")
@@ -172,6 +164,6 @@ def _write_record(folder: Path, result: Conversion) -> None:
         "source": result.source, "source_sha256": result.source_sha256, "tensors": result.tensors,
         "renamed_tensors": result.renamed, "dropped_keys": result.dropped,
         "base_model_before": result.base_before, "base_model_after": result.base_after,
-        "files": [{"path": name, "sha256": _sha256(folder / name), "size": (folder / name).stat().st_size} for name in result.written],
+        "files": [{"path": name, "sha256": file_sha256(folder / name), "size": (folder / name).stat().st_size} for name in result.written],
     }
     atomic_write_text(folder / CONVERT_RECORD, json.dumps(record, indent=2) + "\n")
