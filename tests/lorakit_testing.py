@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,29 @@ def shared_data(name: str) -> Path:
 def write_json(path: Path, data) -> Path:
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+@contextmanager
+def single_lora_loader():
+    """A loader named ``single`` that holds one LoRA and removes it by reloading the base, registered
+    for the ``with`` block; written against the public API only, as a third party would."""
+    import lorakit
+    from lorakit.api import Capabilities, Loader, PeftSession
+    from lorakit.plugin.host import plugin_manager
+
+    class Single(Loader):
+        name = "single"
+        capabilities = Capabilities(max_loras=1, removal="reload", precisions=("fp32",))
+        session_class = PeftSession
+
+    class Plugin:
+        @lorakit.hookimpl
+        def register_loaders(self, register):
+            register(Single())
+
+    pm = plugin_manager()
+    pm.register(Plugin(), name="single-plugin")
+    try:
+        yield
+    finally:
+        pm.unregister(name="single-plugin")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from lorakit_testing import single_lora_loader
+
 GREEDY = ("--greedy", "--max-new-tokens", "8")
 
 
@@ -129,31 +131,13 @@ def test_format_file_turns_render_the_recorded_templates():
 
 
 def test_one_lora_reload_backend_says_so_plainly(run_cli, tiny_model_dir, tiny_adapter_dir, tiny_adapter2_dir):
-    import lorakit
-    from lorakit.api import Capabilities, Loader, PeftSession
-    from lorakit.plugin.host import plugin_manager
-
-    class Single(Loader):
-        name = "single"
-        capabilities = Capabilities(max_loras=1, removal="reload", precisions=("fp32",))
-        session_class = PeftSession
-
-    class Plugin:
-        @lorakit.hookimpl
-        def register_loaders(self, register):
-            register(Single())
-
-    pm = plugin_manager()
-    pm.register(Plugin(), name="single-plugin")
-    try:
+    with single_lora_loader():
         script = [f"/lora add {tiny_adapter2_dir}", "/weight tiny-lora 0.5", "/lora remove tiny-lora", f"/lora add {tiny_adapter2_dir}"]
         out, err = _chat(run_cli, tiny_model_dir, script, "--loader", "single", "--lora", str(tiny_adapter_dir))
         assert "this backend holds one LoRA at a time; removing a LoRA reloads the base model; LoRA weights are fixed at 1" in err
         assert "error: loader 'single' takes 1 LoRA at a time and tiny-lora is attached" in err
         assert "error: loader 'single' cannot change a LoRA's weight" in err
         assert "the base model was reloaded" in err and "added tiny-lora-2" in err
-    finally:
-        pm.unregister(name="single-plugin")
 
 
 def test_a_conversation_longer_than_the_context_leaves_out_its_oldest_exchanges(run_cli, tiny_model_dir, tmp_path):

@@ -2,6 +2,8 @@
 
 import json
 
+from lorakit_testing import single_lora_loader
+
 
 def test_generate_greedy_json(run_cli, tiny_model_dir, tiny_adapter_dir):
     code, out, err = run_cli("generate", str(tiny_model_dir), "--lora", str(tiny_adapter_dir), "--prompt", "hello", "--greedy", "--max-new-tokens", "5", "--json", "--template", "raw")
@@ -67,23 +69,7 @@ def test_apply_interactive_session(run_cli, tiny_model_dir, tiny_adapter_dir, ti
 
 def test_reload_backend_reloads_the_base_and_refuses_two(run_cli, tiny_model_dir, tiny_adapter_dir, tiny_adapter2_dir):
     """A single-LoRA, reload-to-remove backend (a throwaway plugin registered for this test)."""
-    import lorakit
-    from lorakit.api import Capabilities, Loader, PeftSession
-    from lorakit.plugin.host import plugin_manager
-
-    class Single(Loader):  # written against the public API only, as a third party would
-        name = "single"
-        capabilities = Capabilities(max_loras=1, removal="reload", precisions=("fp32",))
-        session_class = PeftSession
-
-    class Plugin:
-        @lorakit.hookimpl
-        def register_loaders(self, register):
-            register(Single())
-
-    pm = plugin_manager()
-    pm.register(Plugin(), name="single-plugin")
-    try:
+    with single_lora_loader():
         code, _, err = run_cli("apply", str(tiny_model_dir), "--loader", "single", "--lora", str(tiny_adapter_dir), "--lora", str(tiny_adapter2_dir))
         assert code == 1
         assert "takes 1 LoRA at a time, 2 were given" in err and "transformers" in err
@@ -93,8 +79,6 @@ def test_reload_backend_reloads_the_base_and_refuses_two(run_cli, tiny_model_dir
         assert "base model was reloaded" in out
         assert "added tiny-lora-2" in out
         assert "error: loader 'single' takes 1 LoRA at a time" in out
-    finally:
-        pm.unregister(name="single-plugin")
 
 
 def test_8bit_generate_and_4bit_training_still_gets_gradients(tiny_model_dir, tiny_adapter_dir):
