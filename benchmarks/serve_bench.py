@@ -100,11 +100,19 @@ def drive(url: str, requests: list[dict], concurrency: int, max_tokens: int, bas
 
 
 class ServerProcess:
-    """`lorakit serve` in its own process, its stderr drained (one log line per request)."""
+    """`lorakit serve` in its own process, its stderr drained (one log line per request).
 
-    def __init__(self, model_dir: Path, home: Path):
+    ``extra_args`` (e.g. ``--engine vllm``) and the two timeouts let ``serve_vllm`` start its engine
+    the same way; ``startup_s`` is how long the server took to say it was listening.
+    """
+
+    def __init__(self, model_dir: Path, home: Path, extra_args: tuple[str, ...] = (), ready_timeout: float = 300,
+                 stop_timeout: float = 60):
         env = {**os.environ, "LORAKIT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-        argv = [sys.executable, "-c", "from lorakit.cli import main; main()", "serve", str(model_dir), "--port", "0", "--max-batch", "8"]
+        argv = [sys.executable, "-c", "from lorakit.cli import main; main()", "serve", str(model_dir), *extra_args,
+                "--port", "0", "--max-batch", "8"]
+        self.stop_timeout = stop_timeout
+        started = time.perf_counter()
         self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         self.url, self.lines = None, []
         ready = threading.Event()
@@ -119,10 +127,11 @@ class ServerProcess:
             ready.set()
 
         threading.Thread(target=drain, daemon=True).start()
-        ready.wait(300)
+        ready.wait(ready_timeout)
+        self.startup_s = time.perf_counter() - started
         if self.url is None:
             self.stop()
-            raise RuntimeError("lorakit serve did not start: " + "".join(self.lines[-3:]).strip())
+            raise RuntimeError(" ".join(("lorakit serve", *extra_args)) + " did not start: " + "".join(self.lines[-3:]).strip())
 
     def peak_rss_mb(self) -> float | None:
         try:
@@ -142,7 +151,7 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                return self.process.wait(60)
+                return self.process.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.poll()

@@ -13,14 +13,7 @@ case. vLLM runs at its own default precision (``--dtype auto``: bf16 on CPU, its
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 READY_TIMEOUT_S = 900.0
@@ -67,46 +60,8 @@ def _peak_rss_mb(pid: int) -> float | None:
     return total / 1024 if total else None
 
 
-class VllmServer:
-    """``lorakit serve MODEL --engine vllm --port 0`` in its own process; stderr drained."""
-
-    def __init__(self, model_dir: str, home: Path):
-        env = {**os.environ, "LORAKIT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-        argv = [sys.executable, "-c", "from lorakit.cli import main; main()", "serve", model_dir, "--engine", "vllm",
-                "--port", "0", "--max-batch", "8"]
-        started = time.perf_counter()
-        self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-        self.url, self.lines = None, []
-        ready = threading.Event()
-
-        def drain():
-            for line in self.process.stderr:
-                self.lines.append(line)
-                match = re.search(r"listening on (http://\S+)", line)
-                if match:
-                    self.url = match.group(1)
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        ready.wait(READY_TIMEOUT_S)
-        self.startup_s = time.perf_counter() - started
-        if self.url is None:
-            self.stop()
-            raise RuntimeError("lorakit serve --engine vllm did not start: " + "".join(self.lines[-2:]).strip())
-
-    def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(90)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.poll()
-
-
 def measure(workload: dict) -> list[dict]:
-    from benchmarks.serve_bench import drive
+    from benchmarks.serve_bench import ServerProcess, drive
 
     model_dir = workload["model_dir"]
     base_id = Path(model_dir).name
@@ -115,7 +70,7 @@ def measure(workload: dict) -> list[dict]:
         (home / "loras").mkdir()
         for name, folder in workload["adapters"].items():
             (home / "loras" / name).symlink_to(folder)
-        server = VllmServer(model_dir, home)
+        server = ServerProcess(Path(model_dir), home, ("--engine", "vllm"), READY_TIMEOUT_S, stop_timeout=90)
         rows = []
         try:
             warm = [{"model": model, "messages": [{"role": "user", "content": "Hello"}]} for model in (None, *workload["adapters"])]
