@@ -14,6 +14,7 @@ from lorakit.commands.options import (
     model_argument,
     sampling_options,
 )
+from lorakit.inference.prompts import TEMPLATES
 
 _LOCAL_ONLY = ("loader_name", "dtype", "load_in_8bit", "load_in_4bit", "cpu", "trust_remote_code", "allow_pickle", "template")
 
@@ -24,8 +25,9 @@ _LOCAL_ONLY = ("loader_name", "dtype", "load_in_8bit", "load_in_4bit", "cpu", "t
 @click.option("--url", help="Talk to an OpenAI-compatible server (e.g. lorakit serve) instead of loading MODEL here.")
 @click.option("--api-key", help="The server's API key (default: $LORAKIT_API_KEY); never printed.")
 @click.option("--system", help="The system message to start with (/system changes it).")
-@click.option("--template", type=click.Choice(["auto", "raw", "alpaca", "chat"]), default="auto", show_default=True,
-              help="auto: what the LoRA was trained with, else the model's chat template, else raw.")
+@click.option("--template", type=click.Choice(TEMPLATES), default="auto", show_default=True,
+              help="auto: what the LoRA was trained with, else the model's chat template, else raw; "
+                   "or one of generate's templates (alpaca, a shipped format file, ...).")
 @click.option("--no-history", is_flag=True, help="Do not read or write the line history ($LORAKIT_HOME/chat_history).")
 @sampling_options
 @load_options

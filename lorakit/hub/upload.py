@@ -17,9 +17,9 @@ from lorakit.errors import AdapterError, LorakitError, UsageError
 from lorakit.hub.integrity import hub_origin
 from lorakit.hub.model_card import CARD_FILE, CardFacts, render_card
 from lorakit.hub.repo_ref import RepoRef, parse_repo_ref
+from lorakit.store.adapters import CONFIG_FILE, SAFETENSORS_FILE, read_adapter_config
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
+WEIGHTS_FILE = SAFETENSORS_FILE
 # What lorakit keeps beside an adapter, plus the tokenizer files some adapters carry. Never a pickle.
 EXTRA_FILES = ("training_parameters.json", "training_log.json", "prompt_format.json", "lorakit_base.json", "loss_curve.png", "lorakit_convert.json",
                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -61,12 +61,7 @@ def base_of(config: dict, flag: str | None) -> tuple[str, str | None]:
 def plan_upload(folder: Path, repo: str, branch: str | None, base_model: str | None, eval_rows=()) -> UploadPlan:
     folder = Path(folder)
     ref = parse_repo_ref(repo, branch)
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except OSError:
-        raise AdapterError(f"'{folder}' has no {CONFIG_FILE}: it is not an adapter folder") from None
-    except ValueError as error:
-        raise AdapterError(f"{folder / CONFIG_FILE} is not valid JSON ({error})") from None
+    config = read_adapter_config(folder)
     if not (folder / WEIGHTS_FILE).is_file():
         if (folder / "adapter_model.bin").is_file():
             raise AdapterError(

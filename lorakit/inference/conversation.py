@@ -10,23 +10,23 @@ instruction/response rows still needs the earlier turns as context):
 
 - ``alpaca``: every earlier exchange is the full alpaca prompt followed by its response and a blank
   line, then the alpaca prompt of the new instruction.
-- a format file (text-generation-webui's ``instruction,output`` templates): every earlier exchange
-  is its template with ``%output%`` filled in, one per line, then the new template cut just before
-  ``%output%``; the system message goes in the first exchange when the file has a ``system`` form.
+- a format file (text-generation-webui's templates, e.g. ``instruction,output``, or llama2-chat's
+  ``modelanswer,userprompt``): every earlier exchange is its template with the answer filled in, one
+  per line, then the new template cut just before the answer, each picked by role exactly as
+  ``generate`` picks it (:mod:`lorakit.inference.format_prompts`); the system message goes in the
+  first exchange when the file has a form with a system placeholder.
 - ``raw``: the system message and every message, one per line.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.errors import UsageError
 from lorakit.inference.prompts import ALPACA, has_chat_template
 
-_PLACEHOLDER = re.compile(r"%(instruction|input|output|system)%")
 
 
 @dataclass
@@ -92,19 +92,18 @@ class ChatFormat:
         return "\n".join(lines), True
 
     def _render_format(self, system: str | None, pairs: list[tuple[str, str]], pending: str) -> str:
+        from lorakit.inference.format_prompts import render_format
+
         templates = dict(self.templates)
-        parts = []
-        for index, (user, answer) in enumerate([*pairs, (pending, None)]):
-            with_system = index == 0 and bool(system) and "instruction,output,system" in templates
-            template = templates["instruction,output,system" if with_system else "instruction,output"]
-            values = {"instruction": user, "system": system or "", "input": "", "output": answer or ""}
-            if answer is None:
-                template = template.split("%output%")[0]
-            parts.append(_PLACEHOLDER.sub(lambda match: values[match.group(1)], template))
+        parts = [render_format(self.name, templates, user, None, system if index == 0 else None, answer=answer)
+                 for index, (user, answer) in enumerate(pairs)]
+        parts.append(render_format(self.name, templates, pending, None, None if pairs else system))
         return "\n".join(parts)
 
     def carries_system(self) -> bool:
-        return self.kind in ("chat", "raw") or (self.kind == "format" and "instruction,output,system" in dict(self.templates))
+        from lorakit.inference.format_prompts import has_system_form
+
+        return self.kind in ("chat", "raw") or (self.kind == "format" and has_system_form(dict(self.templates)))
 
     def describe(self) -> str:
         return {"chat": "the model's chat template", "raw": "raw text", "alpaca": "the alpaca format"}.get(
@@ -123,20 +122,37 @@ def _pairs(turns: list[dict]) -> tuple[list[tuple[str, str]], str]:
 
 
 def choose_format(requested: str, tokenizer, prompt_formats: list[dict]) -> ChatFormat:
-    """``auto``: the first LoRA's recorded format that can be rebuilt, else the chat template, else raw."""
-    from lorakit.inference.prompts import pick_template
+    """``auto``: the first LoRA's recorded format that can be rebuilt, else the chat template, else raw.
+
+    Any other name is one of ``generate``'s templates: raw, alpaca, chat or a shipped format file.
+    """
+    from lorakit.inference.format_prompts import shipped_templates
+    from lorakit.inference.prompts import FORMAT_FILES, pick_template
 
     if requested != "auto":
-        return ChatFormat(pick_template(requested, tokenizer, []), requested)
+        name = pick_template(requested, tokenizer, [])
+        if name in FORMAT_FILES:
+            return _format_file(name, shipped_templates(name))
+        return ChatFormat(name, requested)
     for record in prompt_formats:
         name = record.get("template") or record.get("name") or ""
         if name in ("raw", "alpaca", "chat"):
             return ChatFormat(name, name)
         templates = record.get("templates")
-        if record.get("kind") == "format" and isinstance(templates, dict) and isinstance(templates.get("instruction,output"), str):
-            usable = tuple((key, text) for key, text in templates.items() if isinstance(text, str) and "%output%" in text)
-            if any(key == "instruction,output" for key, _ in usable):
-                return ChatFormat("format", name or "format file", usable)
+        if record.get("kind") == "format" and isinstance(templates, dict):
+            found = _format_file(name or "format file", templates)
+            if found.templates:
+                return found
+        if name in FORMAT_FILES:
+            return _format_file(name, shipped_templates(name))
         if record.get("kind") == "chat":
             return ChatFormat("chat", "chat")
     return ChatFormat("chat", "chat") if has_chat_template(tokenizer) else ChatFormat("raw", "raw")
+
+
+def _format_file(name: str, templates: dict) -> ChatFormat:
+    """A format file's templates that can hold a whole exchange (a prompt and the answer after it)."""
+    from lorakit.inference.format_prompts import PLACEHOLDER
+
+    usable = tuple((key, text) for key, text in templates.items() if isinstance(text, str) and PLACEHOLDER.search(text))
+    return ChatFormat("format", name, usable)

@@ -29,12 +29,16 @@ def shipped_templates(name: str) -> dict[str, str]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _fill(template: str, prompt: str, input_text: str | None, system: str | None) -> str | None:
-    """The prompt from one template, or ``None`` when its keys do not fit the roles given."""
+def _fill(template: str, prompt: str, input_text: str | None, system: str | None, answer: str | None = None) -> str | None:
+    """The prompt from one template, or ``None`` when its keys do not fit the roles given.
+
+    Without ``answer`` the text stops where the answer would start (what the model is asked to
+    continue); with it, the whole exchange (an earlier turn of a conversation).
+    """
     names = PLACEHOLDER.findall(template)
     if not names:
         return None
-    answer, values = names[-1], {}
+    answer_key, values = names[-1], {}
     for key in dict.fromkeys(names[:-1]):
         if key in PROMPT_KEYS:
             values[key] = prompt
@@ -48,21 +52,30 @@ def _fill(template: str, prompt: str, input_text: str | None, system: str | None
     used = {"prompt" if key in PROMPT_KEYS else "system" if key in SYSTEM_KEYS else key for key in values}
     if used != roles:
         return None
-    head = template[: template.rindex(f"%{answer}%")]
-    return PLACEHOLDER.sub(lambda match: values.get(match.group(1), ""), head)
+    if answer is None:
+        template = template[: template.rindex(f"%{answer_key}%")]
+    else:
+        values[answer_key] = answer
+    return PLACEHOLDER.sub(lambda match: values.get(match.group(1), ""), template)
 
 
 def render_format(name: str, templates: dict[str, str], prompt: str, input_text: str | None = None, system: str | None = None,
-                  warn=None) -> str:
+                  warn=None, answer: str | None = None) -> str:
+    """The template whose keys are the roles given, filled; ``answer`` completes the exchange."""
     candidates = [template for template in templates.values() if isinstance(template, str)]
-    for text in (_fill(template, prompt, input_text, system) for template in candidates):
+    for text in (_fill(template, prompt, input_text, system, answer) for template in candidates):
         if text is not None:
             return text
     if system:
-        for text in (_fill(template, prompt, input_text, None) for template in candidates):
+        for text in (_fill(template, prompt, input_text, None, answer) for template in candidates):
             if text is not None:
                 if warn:
                     warn(f"the '{name}' format has no place for a system message; --system is left out")
                 return text
     what = "a prompt with --input" if input_text else "a prompt"
     raise UsageError(f"the '{name}' format has no template for {what}", "drop --input, or pick another --template")
+
+
+def has_system_form(templates: dict[str, str]) -> bool:
+    """Whether some template of the format takes a system message (next to the prompt alone)."""
+    return any(isinstance(t, str) and _fill(t, "p", None, "s") is not None for t in templates.values())

@@ -1,7 +1,8 @@
 """The continuous-batching engine: one thread, one forward pass per token for every running row.
 
-Each iteration drops cancelled rows, admits waiting sequences (each prefilled alone, then joined to
-the batch, :mod:`lorakit.serving.kv_batch`), and runs one decode step for the whole batch. How the
+Each iteration drops cancelled rows, admits waiting sequences (prefilled in one padded forward,
+then joined to the batch, :mod:`lorakit.serving.kv_batch`), and runs one decode step for the whole
+batch. How the
 adapters are applied is decided per forward pass from the rows' mixes:
 
 - every row wants the same non-empty mix, and it can be folded: the weights hold
@@ -9,19 +10,22 @@ adapters are applied is decided per forward pass from the rows' mixes:
   to the base is a pointer swap on the CPU), so one hot adapter runs at the base's speed;
 - otherwise the bare base plus per-row deltas (:mod:`lorakit.serving.row_loras`).
 
-A prefill of a newcomer whose mix differs from the folded one uses the delta path, so joining never
-refolds the running batch. Everything that changes the model (loading, evicting, folding) happens
-under :attr:`Engine.lock`, which the adapter pool shares.
+A prefill of newcomers whose mix differs from the folded one uses the delta path, so joining never
+refolds the running batch. Everything else that changes the model (loading, evicting) runs inside
+:meth:`Engine.paused`, which parks the loop between two iterations: a plain lock would starve,
+because the loop takes it again the moment it lets go (measured: requests waited up to 7 s to get
+their adapter while a batch ran, and batches stayed at 2-3 rows instead of 8).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
 
 from lorakit.serving.api_errors import ApiError
-from lorakit.serving.kv_batch import KVBatch, plain_dynamic_cache
+from lorakit.serving.kv_batch import KVBatch, plain_dynamic_cache, zero_padding
 from lorakit.serving.sampling import RowSampler, pick_tokens
 from lorakit.serving.sequences import Sequence
 
@@ -42,9 +46,13 @@ class Engine:
         self.eos_ids = _eos_ids(model, tokenizer)
         config = getattr(model, "config", None)
         self.context = int(getattr(config, "max_position_embeddings", 0) or 0) or 1 << 30
-        self._batchable = True
+        self._batchable: bool | None = None  # known after the first prefill
+        self.max_prefill_tokens = 4096  # padded tokens in one prefill forward
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
+        self.pad_id = int(pad)
         self._cache_arg = _cache_argument(model)
         self._stopping = False
+        self._pausers = 0
         self._thread: threading.Thread | None = None
         self.steps = 0
 
@@ -71,6 +79,19 @@ class Engine:
         with self._wake:
             self._wake.notify()
 
+    @contextlib.contextmanager
+    def paused(self):
+        """Hold the model still between two iterations (adapters loaded or evicted meanwhile)."""
+        with self._wake:
+            self._pausers += 1
+        try:
+            with self.lock:
+                yield
+        finally:
+            with self._wake:
+                self._pausers -= 1
+                self._wake.notify_all()
+
     def busy(self) -> int:
         return len(self.waiting) + len(self.running)
 
@@ -94,7 +115,7 @@ class Engine:
 
         while True:
             with self._wake:
-                while not self.waiting and not self.running and not self._stopping:
+                while self._pausers or (not self.waiting and not self.running and not self._stopping):
                     self._wake.wait()
                 if self._stopping and not self.waiting and not self.running:
                     return
@@ -120,18 +141,30 @@ class Engine:
             keep = [i for i, seq in enumerate(self.running) if not seq.cancelled]
             self.kv.keep(keep)
             self.running = [self.running[i] for i in keep]
-        limit = self.max_batch if self._batchable else 1
-        while len(self.running) < limit:
-            with self._wake:
-                seq = self.waiting.popleft() if self.waiting else None
-            if seq is None:
-                break
-            if seq.cancelled:
-                finished.append(seq)
-                continue
-            self._prefill(seq, finished)
+        newcomers = self._admit(finished)
+        if newcomers:
+            self._prefill(newcomers, finished)
         if self.running:
             self._decode(finished)
+
+    def _admit(self, finished: list[Sequence]) -> list[Sequence]:
+        """Waiting sequences that fit in the batch, for one prefill (their padded tokens bounded)."""
+        if self._batchable is None:
+            room = 1 if not self.running else 0  # the first prefill tells whether the cache can be joined
+        else:
+            room = (self.max_batch if self._batchable else 1) - len(self.running)
+        taken: list[Sequence] = []
+        with self._wake:
+            while len(taken) < room and self.waiting:
+                seq = self.waiting[0]
+                if seq.cancelled:
+                    finished.append(self.waiting.popleft())
+                    continue
+                longest = max([len(seq.prompt_ids)] + [len(s.prompt_ids) for s in taken])
+                if taken and longest * (len(taken) + 1) > self.max_prefill_tokens:
+                    break
+                taken.append(self.waiting.popleft())
+        return taken
 
     def _use(self, mixes: list[tuple], decoding: bool) -> None:
         """Fold the one shared mix, or unfold and give each row its own delta."""
@@ -165,23 +198,45 @@ class Engine:
                 logits[i, list(self.eos_ids)] = float("-inf")
         return logits
 
-    def _prefill(self, seq: Sequence, finished: list[Sequence]) -> None:
+    def _prefill(self, seqs: list[Sequence], finished: list[Sequence]) -> None:
+        """One forward for every newcomer, left-padded to the longest prompt, then joined to the batch.
+
+        Rows are masked and given their own positions, so each sees what it would see alone; the
+        padding columns of the new cache are zeroed (the kernels leave garbage there, and a NaN in a
+        masked value would still poison the sum).
+        """
         import torch
 
-        self._use([seq.mix], decoding=False)
-        ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        self._use([seq.mix for seq in seqs], decoding=False)
+        longest = max(len(seq.prompt_ids) for seq in seqs)
+        pads = [longest - len(seq.prompt_ids) for seq in seqs]
+        ids = torch.tensor([[self.pad_id] * pad + seq.prompt_ids for seq, pad in zip(seqs, pads)], dtype=torch.long, device=self.device)
+        mask = torch.tensor([[0] * pad + [1] * (longest - pad) for pad in pads], dtype=torch.long, device=self.device)
+        extra = {}
+        if any(pads):
+            extra = {"attention_mask": mask,
+                     "position_ids": torch.tensor([[0] * pad + list(range(longest - pad)) for pad in pads], dtype=torch.long, device=self.device)}
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **extra)
         cache = _returned_cache(out)
-        if self._batchable and not plain_dynamic_cache(cache):
-            self._batchable = False  # sliding-window caches cannot be padded and joined: one row at a time
-        token = pick_tokens(self._ban_eos(out.logits[:, -1], [seq]), [seq.sampler], [seq.generated])[0]
-        with self.tokenizer_lock:
-            ended = seq.advance(token, self.tokenizer, self.eos_ids)
-        if ended or seq.cancelled:
-            finished.append(seq)
-            return
-        self.kv.add(cache, len(seq.prompt_ids))
-        self.running.append(seq)
+        if self._batchable is None:
+            self._batchable = plain_dynamic_cache(cache)  # sliding-window caches cannot be padded and joined: one row at a time
+        if any(pads):
+            zero_padding(cache, pads)
+        tokens = pick_tokens(self._ban_eos(out.logits[:, -1], seqs), [seq.sampler for seq in seqs], [seq.generated for seq in seqs])
+        start = len(self.running)
+        self.kv.add(cache, mask)
+        self.running.extend(seqs)
+        keep = list(range(start))
+        for index, (seq, token) in enumerate(zip(seqs, tokens)):
+            with self.tokenizer_lock:
+                ended = seq.advance(token, self.tokenizer, self.eos_ids)
+            if ended or seq.cancelled:
+                finished.append(seq)
+            else:
+                keep.append(start + index)
+        if len(keep) != len(self.running):
+            self.kv.keep(keep)
+            self.running = [self.running[i] for i in keep]
 
     def _decode(self, finished: list[Sequence]) -> None:
         import torch

@@ -15,7 +15,7 @@ import uuid
 
 from lorakit.serving.api_errors import ApiError, bad
 from lorakit.serving.mixes import MixError, mix_label, parse_adapters_field, parse_mix
-from lorakit.serving.prompting import chat_ids, completion_ids, trained_formats
+from lorakit.serving.prompting import chat_ids, completion_ids, prompt_formats
 from lorakit.serving.protocol import Completion, parse_chat, parse_completion
 from lorakit.serving.sequences import Sequence
 
@@ -78,7 +78,7 @@ class Generation:
             if not self.chat:
                 return completion_ids(tokenizer, self.completion.prompt)
             infos = [runtime.pool.loaded[name].info for name, _ in mix] if runtime.pool else []
-            return chat_ids(tokenizer, self.completion.messages, trained_formats(infos))
+            return chat_ids(tokenizer, self.completion.messages, prompt_formats(infos))
 
     def cancel(self) -> None:
         if self.seq is not None and self.seq.finish is None:

@@ -1,7 +1,7 @@
 """The running batch's KV cache: rows join and leave at token boundaries, left-padded to one length.
 
-Each sequence is prefilled on its own (batch 1, no padding inside its prompt); joining the batch
-pads either the batch or the newcomer on the left so every row ends at the same column, and the 2-D
+Newcomers are prefilled together, left-padded to their longest prompt; joining the batch pads
+either the batch or the newcomers on the left so every row ends at the same column, and the 2-D
 attention mask marks the padding. Positions are per row (a row's real token count), so rotary
 embeddings see exactly what a solo run sees. A finished row is dropped with one ``index_select``
 and columns that are padding for every remaining row are trimmed off the front.
@@ -17,6 +17,15 @@ def _layers(cache):
 def plain_dynamic_cache(cache) -> bool:
     """Only full-attention ``DynamicLayer`` caches can be padded and joined (not sliding windows)."""
     return all(type(layer).__name__ == "DynamicLayer" for layer in _layers(cache))
+
+
+def zero_padding(cache, pads: list[int]) -> None:
+    """Zero the left-padding columns of a cache prefilled with padded rows (row i has ``pads[i]``)."""
+    for layer in _layers(cache):
+        for row, pad in enumerate(pads):
+            if pad:
+                layer.keys[row, :, :pad] = 0
+                layer.values[row, :, :pad] = 0
 
 
 def _pad_left(tensor, columns: int, dim: int):
@@ -44,19 +53,18 @@ class KVBatch:
     def length(self) -> int:
         return 0 if self.mask is None else self.mask.shape[1]
 
-    def add(self, cache, length: int) -> None:
-        """Append a row prefilled alone (its cache holds ``length`` real columns)."""
+    def add(self, cache, mask) -> None:
+        """Append rows prefilled together: ``mask`` [n, L] marks their real columns (all end at column L)."""
         import torch
 
-        row_mask = torch.ones(1, length, dtype=torch.long, device=_layers(cache)[0].keys.device)
         if self.cache is None:
-            self.cache, self.mask = cache, row_mask
+            self.cache, self.mask = cache, mask
             return
-        grow = length - self.length
+        grow = mask.shape[1] - self.length
         for mine, theirs in zip(_layers(self.cache), _layers(cache)):
             mine.keys = torch.cat([_pad_left(mine.keys, grow, 2), _pad_left(theirs.keys, -grow, 2)], dim=0)
             mine.values = torch.cat([_pad_left(mine.values, grow, 2), _pad_left(theirs.values, -grow, 2)], dim=0)
-        self.mask = torch.cat([_pad_left(self.mask, grow, 1), _pad_left(row_mask, -grow, 1)], dim=0)
+        self.mask = torch.cat([_pad_left(self.mask, grow, 1), _pad_left(mask, -grow, 1)], dim=0)
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (in this order), then trim columns that are padding for all of them."""

@@ -88,13 +88,13 @@ def open_runtime(request: ServeRequest) -> Runtime:
     engine = Engine(model, session.tokenizer, session.device(), max_batch, request.max_queue, rows, folding)
 
     def attach(name, path, info) -> None:
-        with engine.lock:
+        with engine.paused():
             rows.load(name, path, info)
             if folding is not None and folding.can_take(info):
                 folding.add(name, path, info, 1.0)
 
     def detach(name) -> None:
-        with engine.lock:
+        with engine.paused():
             rows.unload(name)
             if folding is not None and name in folding.adapters:
                 if any(n == name for n, _ in engine.folded):
@@ -104,7 +104,6 @@ def open_runtime(request: ServeRequest) -> Runtime:
 
     pool = AdapterPool(request.loras_dir, request.max_loaded_loras, _checker(loader, request.model_path, options),
                        attach, detach, request.loras)
-    pool.lock = engine.lock  # one lock: pool changes and forward passes never interleave
     for name, _, weight in request.loras:
         pool.acquire(((name, weight),))
         pool.release(((name, weight),))

@@ -77,14 +77,20 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
-def read_adapter(path: Path, allow_pickle: bool = False) -> AdapterInfo:
+def read_adapter_config(path: Path) -> dict:
+    """An adapter folder's ``adapter_config.json``, or one clear error (missing, not JSON, not an object)."""
     path = Path(path)
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
-        nested = sorted(p.parent.name for p in path.glob(f"*/{CONFIG_FILE}"))
+        nested = sorted(p.parent.name for p in path.glob(f"*/{CONFIG_FILE}")) if path.is_dir() else []
         hint = f"it has adapters in sub-folders: {', '.join(nested)}" if nested else "pass a folder made by PEFT or lorakit"
         raise AdapterError(f"'{path}' is not a LoRA adapter folder (no {CONFIG_FILE})", hint)
-    config = _read_json(config_path, "adapter config")
+    return _read_json(config_path, "adapter config")
+
+
+def read_adapter(path: Path, allow_pickle: bool = False) -> AdapterInfo:
+    path = Path(path)
+    config = read_adapter_config(path)
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
         raise AdapterError(f"'{path}' is a {peft_type} adapter, not a LoRA", "lorakit handles LoRA adapters only")

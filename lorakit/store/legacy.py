@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.errors import AdapterError
-from lorakit.store.adapters import CONFIG_FILE, PICKLE_FILE, SAFETENSORS_FILE
+from lorakit.store.adapters import CONFIG_FILE, PICKLE_FILE, SAFETENSORS_FILE, read_adapter_config
 from lorakit.store.atomic import atomic_file, atomic_write_text
 from lorakit.store.file_hash import file_sha256
 
@@ -100,14 +100,7 @@ def _clean_config(config: dict) -> tuple[dict, dict]:
 def convert_adapter(folder: Path, allow_pickle: bool = False) -> Conversion:
     """Rewrite ``folder`` in today's format; a folder that needs nothing is left as it is."""
     folder = Path(folder)
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except OSError:
-        raise AdapterError(f"'{folder}' is not an adapter folder (no {CONFIG_FILE})") from None
-    except ValueError as error:
-        raise AdapterError(f"{folder / CONFIG_FILE} is not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{folder / CONFIG_FILE} is not a JSON object")
+    config = read_adapter_config(folder)
     clean, dropped = _clean_config(config)
     result = Conversion(folder, None, None, 0, dropped)
     result.base_before = config.get("base_model_name_or_path")

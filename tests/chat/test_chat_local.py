@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lorakit_testing import single_lora_loader
 
 GREEDY = ("--greedy", "--max-new-tokens", "8")
@@ -128,6 +130,23 @@ def test_format_file_turns_render_the_recorded_templates():
                     "<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n")
     assert special is True
     assert ChatFormat("alpaca", "alpaca").render(None, None, turns[:1])[0].endswith("### Instruction:\nhi\n\n### Response:\n")
+
+
+@pytest.mark.parametrize("name", ["alpaca-chatbot", "chatml", "llama2-chat", "vicuna"])
+def test_every_shipped_format_file_renders_turns_and_a_first_turn_as_generate_does(name):
+    """``chat --template NAME`` (and a LoRA trained with NAME): turn one is generate's prompt; later
+    turns keep the earlier exchanges, answers filled in, in the file's own template."""
+    from lorakit.inference.conversation import choose_format
+    from lorakit.inference.prompts import render
+
+    chosen = choose_format(name, None, [])
+    assert chosen.kind == "format" and chosen.name == name
+    assert chosen.render(None, None, [{"role": "user", "content": "hi"}])[0] == render(name, None, "hi")[0]
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "more"}]
+    text, special = chosen.render(None, None, turns)
+    assert special is True and text.endswith(render(name, None, "more")[0])
+    earlier = text[: -len(render(name, None, "more")[0])]
+    assert earlier.startswith(render(name, None, "hi")[0] + "yo") and "%" not in text
 
 
 def test_one_lora_reload_backend_says_so_plainly(run_cli, tiny_model_dir, tiny_adapter_dir, tiny_adapter2_dir):

@@ -51,6 +51,32 @@ def test_greedy_text_equals_peft(served, serve_loras, tiny_model_dir):
     assert chat(served.client(), "b", PROMPT, TOKENS) == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+def test_recorded_prompt_format_is_used_with_the_whole_history(served, serve_loras, tiny_model_dir, tiny_adapter_dir, run_cli):
+    """An alpaca-trained adapter: one message renders as ``generate`` renders it; earlier turns stay
+    in the prompt the way ``lorakit chat`` renders them (one renderer for both)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from lorakit.inference.conversation import ChatFormat
+
+    folder = serve_loras / "alpaca-fmt"
+    shutil.copytree(tiny_adapter_dir, folder)
+    (folder / "prompt_format.json").write_text(json.dumps({"template": "alpaca", "name": "alpaca", "kind": "format"}))
+    try:
+        assert chat(served.client(), "alpaca-fmt", "Name a colour.", TOKENS) == _generate(run_cli, tiny_model_dir, [str(folder)], "auto", "Name a colour.")
+        turns = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
+                 {"role": "user", "content": "Another one."}]
+        answer = served.client().chat.completions.create(model="alpaca-fmt", messages=[{"role": "system", "content": "Be brief."}, *turns],
+                                                         max_tokens=2, temperature=0)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        text, special = ChatFormat("alpaca", "alpaca").render(tokenizer, None, turns)
+        assert "Blue." in text and answer.usage.prompt_tokens == len(tokenizer(text, add_special_tokens=special)["input_ids"])
+    finally:
+        assert wait_idle(served.runtime.engine)
+        shutil.rmtree(folder)
+
+
 def test_completions_endpoint_equals_generate_raw(served, tiny_model_dir, serve_loras, run_cli):
     expected = _generate(run_cli, tiny_model_dir, [str(serve_loras / "a")], template="raw", prompt="hello world")
     answer = served.client().completions.create(model="a", prompt="hello world", max_tokens=TOKENS, temperature=0)
