@@ -213,6 +213,9 @@ def attach_lora(model, params: TrainParams):
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     if not trainable:
         raise UsageError("the LoRA has no trainable parameter", "check --target-modules")
+    from lorakit.training.fast_dropout import use_fast_dropout
+
+    use_fast_dropout(peft_model)
     from lorakit.output.console import info
     from lorakit.training.targets import audit, audit_lines
 

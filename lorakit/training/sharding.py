@@ -112,6 +112,21 @@ def shard_base(peft_model, ctx, mode: str, device: str) -> bool:
     return True
 
 
+def reshard_everywhere(model) -> None:
+    """Put every FSDP2 module of ``model`` back into shards, on every rank alike.
+
+    The root module stays gathered after a forward that no backward follows (an evaluation), and
+    ``state_dict()`` reshards it, but only where it is called: rank 0 saving a checkpoint would
+    then gather the root again at the next forward while the other ranks would not (a collective
+    mismatch). Called on all ranks after an evaluation.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def drop_file_pages(tensors) -> int:
     """Give back the resident pages of weights that are read straight from a memory-mapped file.
 

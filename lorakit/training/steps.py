@@ -4,7 +4,9 @@ Speed without padding waste: the examples of a micro-batch are packed into one r
 (:func:`lorakit.training.batching.pack`) with ``position_ids`` restarting at 0 for each example, so
 transformers builds a block-diagonal causal mask and no example attends to another (tested against
 separate forwards in tests/train/test_packing.py). Logits are computed only at positions that have
-a target (``logits_to_keep``), which skips the vocabulary projection for masked prompt tokens.
+a target (``logits_to_keep``), which skips the vocabulary projection for masked prompt tokens, and
+where the head allows it the projection and the loss run fused, chunk by chunk
+(:mod:`lorakit.training.fused_head`).
 
 The loss of a step is the sum of token losses divided by the number of target tokens of the whole
 step (all micro-batches, all ranks), so micro-batch size, accumulation and process count do not
@@ -18,9 +20,10 @@ import inspect
 import math
 
 from lorakit.training.batching import pack
+from lorakit.training.fused_head import fusable_head, head_input, linear_cross_entropy
 from lorakit.training.masking import IGNORE_INDEX
 from lorakit.training.packed_attention import SEGMENTS_KWARG, segments_of
-from lorakit.training.sharding import passes
+from lorakit.training.sharding import passes, reshard_everywhere
 
 
 class PackedLoss:
@@ -31,6 +34,7 @@ class PackedLoss:
         self.per_example_attention = per_example_attention  # see training/packed_attention.py
         base = peft_model.get_base_model()
         self.keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self.fused_head = fusable_head(base) if self.keeps_logits else None  # see training/fused_head.py
 
     def autocast(self):
         import torch
@@ -58,7 +62,16 @@ class PackedLoss:
             inputs[SEGMENTS_KWARG] = segments_of(len(example.input_ids) for example in examples)
         elif len(examples) == 1:
             inputs.pop("position_ids")  # one example: plain causal attention, the fastest kernel
+        head = self.fused_head
         with self.autocast():
+            if head is not None:
+                with head_input(head) as captured:
+                    out = self.model(**inputs, logits_to_keep=positions.to(self.device))
+                hidden, weight, bias = captured[0]
+                loss_sum = linear_cross_entropy(hidden[0], weight, bias, wanted)
+                if out.logits.requires_grad:  # the model's own (empty) output stays in the graph: FSDP2 hooks its backward there
+                    loss_sum = loss_sum + out.logits.sum()
+                return loss_sum, int(positions.numel())
             if self.keeps_logits:
                 logits = self.model(**inputs, logits_to_keep=positions.to(self.device)).logits[0]
             else:
@@ -110,6 +123,8 @@ def evaluate(loss_fn: PackedLoss, examples, micro_batch_size: int, ctx, sharded:
             if counted:  # uncounted padding passes keep FSDP's collectives in step across ranks
                 total += float(loss_sum)
                 count += targets
+    if sharded:
+        reshard_everywhere(model)
     sums = torch.tensor([total, float(count)], dtype=torch.float64)
     sums = sums.to(ctx.device)
     all_reduce_sum(ctx, sums)

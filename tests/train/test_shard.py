@@ -86,6 +86,28 @@ def test_sharded_run_killed_then_resumed_sharded_matches_uninterrupted(run_cli, 
     assert [entry["step"] for entry in json.loads((killed / "training_log.json").read_text())["steps"]] == list(range(1, 61))
 
 
+def test_sharded_run_with_checkpointing_split_and_load_best_equals_single_process(tiny_model_dir, tmp_path, lorakit_home):
+    """--gradient-checkpointing, --val-set-size and --load-best under --shard fsdp2 give the single
+    process's adapter, held-out split and best step."""
+    rows = [{"instruction": f"Tell story {i}.", "input": "", "output": SHORT_ROW + f" Story {i}."} for i in range(20)]
+    dataset = tmp_path / "rows.json"
+    dataset.write_text(json.dumps(rows))
+    common = (str(tiny_model_dir), "--dataset", str(dataset), *TINY_ARGS, *ARGS, "--epochs", "2", "--gradient-checkpointing",
+              "--val-set-size", "4", "--eval-steps", "1", "--save-steps", "1", "--load-best")
+    env = subprocess_env(lorakit_home)
+    sharded = run_group([*TORCHRUN, *common, "--output", str(tmp_path / "sharded"), "--shard", "fsdp2"], env, timeout=150)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    single = run_group([sys.executable, "-m", "lorakit", "train", *common, "--output", str(tmp_path / "single")], env, timeout=150)
+    assert single.returncode == 0, single.stderr[-3000:]
+    shard_summary, single_summary = _summary(tmp_path / "sharded"), _summary(tmp_path / "single")
+    assert shard_summary["gradient_checkpointing"] is True and shard_summary["shard"] == "fsdp2"
+    assert shard_summary["held_out_examples"] == single_summary["held_out_examples"] == 4
+    assert shard_summary["best_step"] == single_summary["best_step"] is not None
+    assert shard_summary["best_eval_loss"] == pytest.approx(single_summary["best_eval_loss"], abs=1e-5)
+    assert "Kept the best evaluation" in sharded.stderr
+    assert_same_adapter(tmp_path / "sharded", tmp_path / "single", atol=1e-5)
+
+
 def test_sharded_ranks_refuse_a_base_with_nan_together(tiny_model_dir, tiny_dataset, tmp_path, lorakit_home):
     """Each rank checks only its own shards; the rank that holds the NaN names it and no rank hangs."""
     import shutil
