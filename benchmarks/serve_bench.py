@@ -6,7 +6,7 @@ Workloads (chat requests, greedy, exactly N new tokens through vLLM's ``min_toke
 (the end-of-sequence token cannot be picked, as transformers' ``min_new_tokens``) so every side does
 the same work; N = 32 with --quick, 64 otherwise): ``base`` (every request the base), ``one`` (every
 request adapter a), ``mixed`` (round robin over a, b, c). Concurrency 1 runs a few requests one after
-another; concurrency 8 sends 8 (--quick) or 16 requests from 8 client threads at once. Rounds (3 with
+another; concurrency 8 sends 16 requests from 8 client threads at once. Rounds (3 with
 --quick, 4 otherwise) run every workload once, the order rotating from round to round (base one
 mixed, one mixed base, ...), so load that drifts over minutes cancels out of the paired ratios.
 lorakit side: a real `lorakit serve` process on 127.0.0.1 (``--max-batch 8``) driven over HTTP
@@ -211,7 +211,7 @@ def _vllm_rows(workload: dict) -> tuple[dict, str]:
 
 def run(quick: bool) -> list[dict]:
     max_tokens = 32 if quick else 64
-    solo, burst, rounds = (2, 8, 3) if quick else (4, 16, 4)
+    solo, burst, rounds = (2, 16, 3) if quick else (4, 16, 4)  # 16 at c8: two waves, so joining mid-batch is measured too
     device = device_label("cpu")
     home = Path(tempfile.mkdtemp(prefix="lorakit-serve-bench-"))
     server = None

@@ -98,6 +98,8 @@ def build_launch(request, python: Path, served: dict[str, Path], site_dir: Path,
         # OpenAI semantics: no sampling defaults taken from the model's generation_config.json.
         "--generation-config", "vllm",
         "--disable-log-stats",
+        # runtime loading of adapters only from loras/ or the hub, as in lorakit's own engine
+        "--middleware", "lorakit_vllm_resolver.guard.guard_lora_paths",
     ]
     if served:
         argv += ["--lora-modules", *(f"{name}={folder}" for name, folder in served.items())]

@@ -111,6 +111,22 @@ def test_unknown_names_and_paths_outside_loras_are_404(server, client):
         OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0).models.list()
 
 
+def test_runtime_loading_takes_only_loras_folders(server, tmp_path):
+    """vLLM's own /v1/load_lora_adapter would load any folder; lorakit's guard answers 400 first."""
+    import shutil
+
+    import httpx
+
+    headers = {"Authorization": "Bearer sk-e2e"}
+    url = f"http://127.0.0.1:{server['port']}/v1/load_lora_adapter"
+    outside = tmp_path / "outside"
+    shutil.copytree(server["home"] / "loras" / "beta", outside)
+    refused = httpx.post(url, json={"lora_name": "sneaky", "lora_path": str(outside)}, headers=headers, timeout=60)
+    assert refused.status_code == 400 and "loras folder" in refused.json()["error"]["message"]
+    loaded = httpx.post(url, json={"lora_name": "beta-again", "lora_path": str(server["home"] / "loras" / "beta")}, headers=headers, timeout=300)
+    assert loaded.status_code == 200, loaded.text
+
+
 def test_chat_uses_the_chat_template_like_lorakit_generate_and_streams_the_same(server, client):
     question = "What is the capital of France?"
     messages = [{"role": "user", "content": question}]

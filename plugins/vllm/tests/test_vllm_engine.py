@@ -79,6 +79,7 @@ def test_serve_options_map_to_vllm_flags(tmp_path, tiny_adapter_dir, tiny_adapte
     assert flags["--max-lora-rank"] == "16"  # room for a mixture of the adapters (4 + 8), rounded to vLLM's choices
     assert flags["--lora-modules"] == f"a={tiny_adapter_dir}" and flags["--generation-config"] == "vllm"
     assert "--enable-lora" in argv and "--trust-remote-code" in argv
+    assert flags["--middleware"] == "lorakit_vllm_resolver.guard.guard_lora_paths"  # runtime loads: loras/ or the hub only
     assert not any("sk-secret" in part for part in argv)  # the key travels in the environment only
     env = launch.env
     assert env["VLLM_API_KEY"] == "sk-secret" and env["VLLM_PLUGINS"] == "lorakit"
@@ -86,6 +87,22 @@ def test_serve_options_map_to_vllm_flags(tmp_path, tiny_adapter_dir, tiny_adapte
     assert env["LORAKIT_VLLM_LORAS_DIR"] == str(tmp_path / "loras") and json.loads(env["LORAKIT_VLLM_NAMED"]) == {}
     assert "VLLM_API_KEY" not in arguments.build_launch(request_for(tmp_path), Path("p"), {}, tmp_path, tmp_path).env
     assert pairs(arguments.build_launch(request_for(tmp_path), Path("p"), {}, tmp_path, tmp_path).argv)["--dtype"] == "auto"
+
+
+def test_runtime_loading_guard_takes_only_loras_folders_and_hub_ids(tmp_path, tiny_adapter_dir):
+    import shutil
+
+    from lorakit_vllm.vllm_side.guard import allowed
+
+    loras = tmp_path / "loras"
+    shutil.copytree(tiny_adapter_dir, loras / "a")
+    shutil.copytree(tiny_adapter_dir, tmp_path / "elsewhere")
+    (loras / "link").symlink_to(tmp_path / "elsewhere")
+    assert allowed(str(loras / "a"), str(loras))
+    assert allowed("tloen/alpaca-lora-7b", str(loras))
+    for refused in (str(tmp_path / "elsewhere"), str(loras / "link"), str(loras / "a" / ".." / ".." / "elsewhere"), "/etc",
+                    str(loras), "a", "../loras/a", "org/../x"):
+        assert not allowed(refused, str(loras)), refused
 
 
 def test_what_vllm_cannot_do_is_refused(tmp_path, monkeypatch):
