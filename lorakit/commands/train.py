@@ -145,7 +145,7 @@ def train(ctx: click.Context, model, **flags):
         raise UsageError(
             f"cannot resume '{name}' with a different {changed.replace('_', ' ')} "
             f"({previous.structural()[changed]} in its checkpoints, {params.structural()[changed]} now)",
-            "resume with the same rank and target modules, or start again with --overwrite",
+            "resume with the same rank, target modules and --experts, or start again with --overwrite",
         )
     from lorakit.training.trackers import check_available
 

@@ -102,7 +102,8 @@ class TrainParams:
 
     def structural(self) -> dict:
         """What decides the adapter's tensor layout: a resume with other values is refused."""
-        return {"rank": self.rank, "target_modules": sorted(self.target_modules), "use_dora": self.use_dora}
+        return {"rank": self.rank, "target_modules": sorted(self.target_modules), "use_dora": self.use_dora,
+                "experts": self.experts}  # target / skip change which expert weights carry LoRA tensors
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -99,4 +99,6 @@ def test_resume_refuses_a_changed_rank(reference, run_cli):
     assert err.count("\n") == 1 and "different rank" in err and "--overwrite" in err
     code, _, err = run_cli("train", "--output", str(reference), "--resume", "--target-modules", "q_proj,k_proj")
     assert code == 2 and "different target modules" in err
+    code, _, err = run_cli("train", "--output", str(reference), "--resume", "--experts", "skip")
+    assert code == 2 and "different experts (auto in its checkpoints, skip now)" in err
     assert {path.name: path.stat().st_mtime_ns for path in reference.iterdir()} == before
