@@ -154,13 +154,14 @@ class Engine:
         else:
             room = (self.max_batch if self._batchable else 1) - len(self.running)
         taken: list[Sequence] = []
+        longest = 0
         with self._wake:
             while len(taken) < room and self.waiting:
                 seq = self.waiting[0]
                 if seq.cancelled:
                     finished.append(self.waiting.popleft())
                     continue
-                longest = max([len(seq.prompt_ids)] + [len(s.prompt_ids) for s in taken])
+                longest = max(longest, len(seq.prompt_ids))
                 if taken and longest * (len(taken) + 1) > self.max_prefill_tokens:
                     break
                 taken.append(self.waiting.popleft())
@@ -226,17 +227,7 @@ class Engine:
         start = len(self.running)
         self.kv.add(cache, mask)
         self.running.extend(seqs)
-        keep = list(range(start))
-        for index, (seq, token) in enumerate(zip(seqs, tokens)):
-            with self.tokenizer_lock:
-                ended = seq.advance(token, self.tokenizer, self.eos_ids)
-            if ended or seq.cancelled:
-                finished.append(seq)
-            else:
-                keep.append(start + index)
-        if len(keep) != len(self.running):
-            self.kv.keep(keep)
-            self.running = [self.running[i] for i in keep]
+        self._advance(start, tokens, finished)
 
     def _decode(self, finished: list[Sequence]) -> None:
         import torch
@@ -249,8 +240,14 @@ class Engine:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self._cache_arg: self.kv.cache})
         self.kv.cache = _returned_cache(out)
         tokens = pick_tokens(self._ban_eos(out.logits[:, -1], rows), [seq.sampler for seq in rows], [seq.generated for seq in rows])
-        keep = []
-        for index, (seq, token) in enumerate(zip(rows, tokens)):
+        self.steps += 1
+        self._advance(0, tokens, finished)
+
+    def _advance(self, first: int, tokens, finished: list[Sequence]) -> None:
+        """Give ``running[first:]`` their new tokens; rows that ended, were cancelled or reached the
+        context leave the batch (and its cache)."""
+        keep = list(range(first))
+        for index, (seq, token) in enumerate(zip(self.running[first:], tokens), start=first):
             with self.tokenizer_lock:
                 ended = seq.advance(token, self.tokenizer, self.eos_ids)
             if ended or seq.cancelled or seq.position + 1 >= self.context:
@@ -261,10 +258,9 @@ class Engine:
                 finished.append(seq)
             else:
                 keep.append(index)
-        self.steps += 1
-        if len(keep) != len(rows):
+        if len(keep) != len(self.running):
             self.kv.keep(keep)
-            self.running = [rows[i] for i in keep]
+            self.running = [self.running[i] for i in keep]
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
