@@ -52,7 +52,6 @@ def use_fast_dropout(peft_model) -> int:
     """Swap the ``nn.Dropout`` of every LoRA layer on the CPU for :class:`FastDropout`; returns how many."""
     import torch
 
-    fast = None
     swapped = 0
     for module in peft_model.modules():
         dropouts = getattr(module, "lora_dropout", None)
@@ -63,7 +62,6 @@ def use_fast_dropout(peft_model) -> int:
             continue
         for name, dropout in list(dropouts.items()):
             if type(dropout) is torch.nn.Dropout and dropout.p > 0:
-                fast = fast or _module_class()
-                dropouts[name] = fast(dropout.p)
+                dropouts[name] = _module_class()(dropout.p)
                 swapped += 1
     return swapped

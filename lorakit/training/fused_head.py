@@ -73,18 +73,22 @@ def _chunked_loss(hidden, weight, bias, targets, chunk: int, grad):
     import torch
     import torch.nn.functional as F
 
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        # the head cast once, not by autocast at every chunk (an fp32 SmolLM2 head is 113 MB)
+        dtype = torch.get_autocast_dtype(device_type)
+        weight = weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk):
         h, t = hidden[start:start + chunk], targets[start:start + chunk]
-        logits = F.linear(h, weight, bias)  # in the autocast dtype, as the stock head runs
-        projected = logits.dtype
-        logits = logits.float()  # the loss in fp32, as the stock path takes it
+        logits = F.linear(h, weight, bias).float()  # projected in the autocast dtype, the loss in fp32: the stock path's
         lse = torch.logsumexp(logits, dim=-1)
         total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
         if grad is not None:
             probs = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' own memory
             probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0
-            grad[start:start + chunk] = probs.to(projected) @ weight.to(projected)
+            grad[start:start + chunk] = probs.to(weight.dtype) @ weight
     return total
 
 
