@@ -97,10 +97,17 @@ def interleave(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int = 
     names = list(sides)
     samples: dict[str, list[dict]] = {name: [] for name in names}
     for round_index in range(repeats):
-        shift = round_index % len(names) if rotate else 0
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(names, round_index) if rotate else names:
             samples[name].append(_timed(sides[name]))
     return samples
+
+
+def rotated(names, round_index: int) -> list:
+    """``names`` starting at the round's own one (A B C, B C A, C A B, ...): load that drifts over a
+    run then favours no side, and no side always runs right after the same neighbour."""
+    names = list(names)
+    shift = round_index % len(names)
+    return names[shift:] + names[:shift]
 
 
 def series(samples: list[dict], key: str = "seconds") -> list[float]:

@@ -50,7 +50,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.harness import device_label, failed, progress, record
+from benchmarks.harness import device_label, failed, progress, record, rotated
 from benchmarks.models import bench_home, make_adapter, smollm2
 
 NAME = "serve"
@@ -235,9 +235,8 @@ def run(quick: bool) -> list[dict]:
             "server text differs from transformers + PEFT for " + ", ".join(str(c["model"] or "base") for c, s, e in zip(check, served, expected) if s != e)
         mine: dict[tuple, list] = {}
         theirs: dict[tuple, list] = {}
-        order = ["base", "one", "mixed"]
         for round_index in range(rounds):
-            for workload in order[round_index % 3:] + order[:round_index % 3]:
+            for workload in rotated(("base", "one", "mixed"), round_index):
                 for concurrency, count in ((1, solo), (8, burst)):
                     progress(f"serve: round {round_index + 1} {workload} c{concurrency}")
                     cpu = server.cpu_seconds()

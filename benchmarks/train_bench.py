@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import REPO_ROOT, device_label, failed, peak_rss_in_child, progress, record
+from benchmarks.harness import REPO_ROOT, device_label, failed, peak_rss_in_child, progress, record, rotated
 
 NAME = "train"
 DATA = REPO_ROOT.parent / "shared" / "data" / "alpaca_cleaned_1k.json"
@@ -221,8 +221,7 @@ def run(quick: bool) -> list[dict]:
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     peaks: dict[str, float] = {}
     for round_index in range(ROUNDS_QUICK if quick else ROUNDS):
-        # the order rotates from round to round, so load that drifts over the run favours no side
-        for side in sides[round_index % len(sides):] + sides[:round_index % len(sides)]:
+        for side in rotated(sides, round_index):
             progress(f"train: round {round_index + 1} {side} ({'quick' if quick else 'full'})")
             target, args = ("benchmarks.train_bench:lorakit_side", (quick,)) if side == "lorakit" else ("benchmarks.train_bench:peer_side", (side, quick))
             result, peak = peak_rss_in_child(target, *args, timeout=3600)
